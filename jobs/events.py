@@ -1,0 +1,122 @@
+"""Job transitions as events on a Redis stream.
+
+Workers append an event for every transition inside the Redis pipelines RQ
+already executes (so mirroring adds no round trip to a job's life); the mirror
+(`jobs.mirror`) drains the stream into the database in batches; live pages can
+read the same stream. An event is one stream entry with one field, `e`, holding
+compact JSON:
+
+    j  job id            k  kind (queued, started, progress, finished, failed, stopped)
+    a  attempt number    t  time (epoch seconds)
+    w  worker name       p, m  progress percent and message
+    r  result            x, tb  error line and traceback
+    n  when the next attempt is due (epoch seconds), for a failure that will be retried
+    q  1 when a failed attempt was put straight back on its queue
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from redis import Redis
+    from redis.client import Pipeline
+    from rq.job import Job as RQJob
+
+STREAM = "jobs:events"
+GROUP = "mirror"
+
+QUEUED = "queued"
+STARTED = "started"
+PROGRESS = "progress"
+FINISHED = "finished"
+FAILED = "failed"
+STOPPED = "stopped"
+
+#: Order of a transition within one attempt: an event only moves a row forward.
+PHASE = {QUEUED: 0, STARTED: 1, PROGRESS: 2, FINISHED: 3, FAILED: 3, STOPPED: 3}
+
+#: Results bigger than this are kept as a preview only.
+MAX_RESULT_BYTES = 64 * 1024
+MAX_TRACEBACK_CHARS = 20_000
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str  # the stream entry id
+    job_id: str
+    kind: str
+    attempt: int
+    at: float
+    data: dict[str, Any]
+
+    @property
+    def seq(self) -> int:
+        return self.attempt * 4 + PHASE[self.kind]
+
+    @property
+    def stream_time(self) -> float:
+        """When Redis received the event (from the entry id), in epoch seconds."""
+        return int(self.id.split("-", 1)[0]) / 1000
+
+
+def decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event | None:
+    raw = fields.get(b"e")
+    entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+        return Event(
+            id=entry,
+            job_id=str(data.pop("j")),
+            kind=str(data.pop("k")),
+            attempt=int(data.pop("a", 0)),
+            at=float(data.pop("t")),
+            data=data,
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def attempt_number(job: RQJob) -> int:
+    """Which attempt of the history row this run of the RQ job is.
+
+    The service stores in the job's meta how many attempts the row had before
+    this RQ job was enqueued (`attempt_base`) and how many retries RQ may make
+    (`retries`); RQ counts down `retries_left` as it retries.
+    """
+    meta = job.meta or {}
+    base = int(meta.get("attempt_base", 0))
+    retries = int(meta.get("retries", 0))
+    left = job.retries_left if job.retries_left is not None else retries
+    return base + (retries - left) + 1
+
+
+def emit(conn: Redis | Pipeline, job_id: str, kind: str, attempt: int, **data: Any) -> None:
+    """Append one event (to a pipeline when given one: then it costs no round trip)."""
+    payload = {"j": job_id, "k": kind, "a": attempt, "t": round(time.time(), 6)}
+    payload.update({key: value for key, value in data.items() if value is not None})
+    conn.xadd(STREAM, {"e": json.dumps(payload, default=str, separators=(",", ":"))})
+
+
+def encode_result(value: Any) -> Any:
+    """A JSON-safe, bounded copy of a job's return value."""
+    try:
+        text = json.dumps(value, default=str)
+    except (TypeError, ValueError):
+        text = json.dumps(repr(value))
+    if len(text) > MAX_RESULT_BYTES:
+        return {"truncated": True, "preview": text[:1000]}
+    return json.loads(text)
+
+
+def error_line(exc_string: str) -> str:
+    """The last non-empty line of a traceback: 'ValueError: boom'."""
+    for line in reversed(exc_string.strip().splitlines()):
+        if line.strip():
+            return line.strip()[:1000]
+    return ""

@@ -1,0 +1,16 @@
+from typing import Any
+
+from django.core.management.base import BaseCommand
+
+from jobs.reconcile import reconcile
+
+
+class Command(BaseCommand):
+    help = "Mark jobs whose worker died as abandoned and jobs Redis forgot as lost, retrying them where allowed."
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        report = reconcile()
+        self.stdout.write(
+            f"dispatched {report.dispatched} pending, marked {report.abandoned} abandoned and {report.lost} lost"
+            + (" (mirror behind: judged nothing)" if report.skipped_mirror_behind else "")
+        )

@@ -1,0 +1,26 @@
+import signal
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from jobs.scheduler import Scheduler
+
+
+class Command(BaseCommand):
+    help = "Run the scheduler: promotes delayed jobs and retries when due, reconciles, mirrors events."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--tick", type=float, default=1.0, help="Seconds between two rounds (default 1).")
+        parser.add_argument(
+            "--reconcile-every", type=float, default=None, help="Seconds between reconciler runs (default: setting)."
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        scheduler = Scheduler(tick=options["tick"], reconcile_every=options["reconcile_every"])
+
+        def stop(signum: int, frame: Any) -> None:
+            scheduler.stop_requested.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        scheduler.run()

@@ -1,0 +1,373 @@
+"""RQ -> database: drain the transition stream into the history rows, in batches.
+
+Each worker runs a `MirrorThread` beside its job loop (the parent process, whose
+database connection lives as long as the worker), and the scheduler process
+runs one too. They read the stream through one Redis consumer group, so each
+event reaches one of them; an event is acknowledged only after its batch is
+committed, so a database outage delays transitions but never loses them.
+Events may be applied twice or out of order (a batch re-read after a crash, two
+drainers): applying them is idempotent and only moves a row forward.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import redis as redis_lib
+from django.db import DatabaseError, close_old_connections, connection, transaction
+from redis import Redis
+
+from jobs import events
+from jobs.events import Event
+from jobs.models import Job, JobAttempt
+from jobs.statuses import AttemptOutcome, JobStatus
+
+log = logging.getLogger(__name__)
+
+#: An event whose row is not in the database yet (its transaction has not
+#: committed) is retried until it is this old, then dropped with a warning.
+ORPHAN_GRACE_SECONDS = 60.0
+#: Pending events of a consumer idle this long are taken over by another.
+CLAIM_IDLE_MS = 30_000
+#: Applied events stay on the stream this long for live readers.
+RETENTION_SECONDS = 120
+
+JOB_FIELDS = [
+    "status",
+    "progress",
+    "progress_message",
+    "result",
+    "error",
+    "traceback",
+    "attempts",
+    "enqueued_at",
+    "scheduled_for",
+    "started_at",
+    "ended_at",
+    "worker_name",
+    "mirror_seq",
+    "updated_at",
+]
+ATTEMPT_FIELDS = ["worker_name", "started_at", "ended_at", "outcome", "error", "traceback", "retry_at"]
+
+ENDED_OUTCOME = {
+    events.FINISHED: AttemptOutcome.FINISHED,
+    events.FAILED: AttemptOutcome.FAILED,
+    events.STOPPED: AttemptOutcome.STOPPED,
+}
+
+
+def _dt(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, tz=UTC)
+
+
+@dataclass
+class ApplyResult:
+    applied: list[str] = field(default_factory=list)  # entry ids done with (ack them)
+    waiting: list[Event] = field(default_factory=list)  # rows not visible yet
+
+
+def apply_events(batch: Iterable[Event]) -> ApplyResult:
+    """Apply a batch of events to the database in one transaction."""
+    batch = list(batch)
+    result = ApplyResult()
+    if not batch:
+        return result
+    job_ids = {event.job_id for event in batch}
+    with transaction.atomic():
+        rows = Job.objects.in_bulk(list(job_ids))
+        rows = {str(key): row for key, row in rows.items()}
+        numbers = {event.attempt for event in batch if event.kind != events.PROGRESS}
+        attempts = {
+            (str(attempt.job_id), attempt.number): attempt
+            for attempt in JobAttempt.objects.filter(job_id__in=list(rows), number__in=numbers)
+        }
+        new_attempts: dict[tuple[str, int], JobAttempt] = {}
+        changed_rows: set[str] = set()
+        changed_attempts: set[tuple[str, int]] = set()
+        now = datetime.now(tz=UTC)
+
+        for event in batch:
+            row = rows.get(event.job_id)
+            if row is None:
+                if time.time() - event.stream_time < ORPHAN_GRACE_SECONDS:
+                    result.waiting.append(event)
+                else:
+                    log.warning("dropping %s event for job %s: no such row", event.kind, event.job_id)
+                    result.applied.append(event.id)
+                continue
+            result.applied.append(event.id)
+            if event.kind == events.PROGRESS:
+                if row.status == JobStatus.STARTED and row.attempts == event.attempt:
+                    row.progress = int(event.data.get("p", row.progress))
+                    row.progress_message = str(event.data.get("m", ""))[:200]
+                    changed_rows.add(event.job_id)
+                continue
+            if event.kind in (events.STARTED, *ENDED_OUTCOME):
+                key = (event.job_id, event.attempt)
+                attempt = attempts.get(key) or new_attempts.get(key)
+                if attempt is None:
+                    attempt = JobAttempt(job=row, number=event.attempt)
+                    new_attempts[key] = attempt
+                else:
+                    changed_attempts.add(key)
+                _apply_to_attempt(attempt, event)
+            if event.seq > row.mirror_seq:
+                _apply_to_row(row, event)
+                row.mirror_seq = event.seq
+                changed_rows.add(event.job_id)
+
+        for job_id in changed_rows:
+            rows[job_id].updated_at = now
+        if changed_rows:
+            Job.objects.bulk_update([rows[job_id] for job_id in changed_rows], JOB_FIELDS)
+        if new_attempts:
+            JobAttempt.objects.bulk_create(new_attempts.values())
+        if changed_attempts:
+            JobAttempt.objects.bulk_update([attempts[key] for key in changed_attempts], ATTEMPT_FIELDS)
+    return result
+
+
+def _apply_to_attempt(attempt: JobAttempt, event: Event) -> None:
+    data = event.data
+    if event.kind == events.STARTED:
+        attempt.started_at = attempt.started_at or _dt(event.at)
+        attempt.worker_name = attempt.worker_name or str(data.get("w", ""))
+        return
+    attempt.ended_at = _dt(event.at)
+    attempt.outcome = ENDED_OUTCOME[event.kind]
+    attempt.worker_name = attempt.worker_name or str(data.get("w", ""))
+    if "s" in data and attempt.started_at is None:
+        attempt.started_at = _dt(data["s"])
+    if event.kind != events.FINISHED:
+        attempt.error = str(data.get("x", ""))
+        attempt.traceback = str(data.get("tb", ""))
+        attempt.retry_at = _dt(data.get("n"))
+
+
+def _apply_to_row(row: Job, event: Event) -> None:
+    data = event.data
+    at = _dt(event.at)
+    kind = event.kind
+    if kind == events.QUEUED:
+        row.status = JobStatus.QUEUED
+        row.scheduled_for = None
+        row.enqueued_at = at
+        return
+    row.worker_name = str(data.get("w", row.worker_name))
+    row.attempts = max(row.attempts, event.attempt)
+    if kind == events.STARTED:
+        row.status = JobStatus.STARTED
+        row.started_at = at
+        row.ended_at = None
+        row.scheduled_for = None
+        row.progress = 0
+        row.progress_message = ""
+        return
+    if "s" in data:
+        row.started_at = _dt(data["s"])
+    if kind == events.FINISHED:
+        row.status = JobStatus.FINISHED
+        row.ended_at = at
+        row.progress = 100
+        row.result = data.get("r")
+        row.error = ""
+        row.traceback = ""
+        return
+    row.error = str(data.get("x", ""))
+    row.traceback = str(data.get("tb", ""))
+    if kind == events.STOPPED:
+        row.status = JobStatus.STOPPED
+        row.ended_at = at
+    elif data.get("n") is not None:
+        row.status = JobStatus.SCHEDULED
+        row.scheduled_for = _dt(data["n"])
+    elif data.get("q"):
+        row.status = JobStatus.QUEUED
+        row.enqueued_at = at
+    else:
+        row.status = JobStatus.FAILED
+        row.ended_at = at
+
+
+class Drainer:
+    """Reads the event stream as one consumer of the mirror group and applies it."""
+
+    def __init__(self, conn: Redis, consumer: str, batch_size: int = 500):
+        self.redis = conn
+        self.consumer = consumer
+        self.batch_size = batch_size
+        self._reread_pending = True
+        self._last_pending_read = 0.0
+        self._last_housekeeping = 0.0
+
+    def ensure_group(self) -> None:
+        try:
+            self.redis.xgroup_create(events.STREAM, events.GROUP, id="0", mkstream=True)
+        except redis_lib.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def _read(self, entry_id: str, block_ms: int | None) -> list[Event]:
+        response = self.redis.xreadgroup(
+            events.GROUP,
+            self.consumer,
+            {events.STREAM: entry_id},
+            count=self.batch_size,
+            block=block_ms,
+        )
+        found: list[Event] = []
+        for _stream, entries in response or []:
+            for entry_id_raw, fields in entries:
+                if not fields:  # deleted entry still pending: nothing to apply
+                    self.redis.xack(events.STREAM, events.GROUP, entry_id_raw)
+                    continue
+                event = events.decode(entry_id_raw, fields)
+                if event is None:
+                    log.warning("acknowledging malformed event %s", entry_id_raw)
+                    self.redis.xack(events.STREAM, events.GROUP, entry_id_raw)
+                    continue
+                found.append(event)
+        return found
+
+    def drain_once(self, block_ms: int | None = None) -> int:
+        """Apply one batch; returns how many events were applied.
+
+        Raises DatabaseError or redis errors: the caller decides how to wait.
+        """
+        now = time.monotonic()
+        if self._reread_pending or now - self._last_pending_read > 1.0:
+            # Our own delivered-but-unacknowledged events first: after a database
+            # error, or rows that were not committed yet when we first saw them.
+            self._last_pending_read = now
+            batch = self._read("0", None)
+            self._reread_pending = False
+            if not batch:
+                batch = self._read(">", block_ms)
+        else:
+            batch = self._read(">", block_ms)
+        if not batch:
+            return 0
+        try:
+            result = apply_events(batch)
+        except DatabaseError:
+            self._reread_pending = True
+            raise
+        if result.applied:
+            self.redis.xack(events.STREAM, events.GROUP, *result.applied)
+        if result.waiting:
+            self._reread_pending = False  # re-read on the 1 s timer, not in a tight loop
+        return len(result.applied)
+
+    def housekeeping(self, every: float = 10.0) -> None:
+        """Take over events stuck with dead consumers, and trim what was applied."""
+        now = time.monotonic()
+        if now - self._last_housekeeping < every:
+            return
+        self._last_housekeeping = now
+        claimed = self.redis.xautoclaim(
+            events.STREAM, events.GROUP, self.consumer, min_idle_time=CLAIM_IDLE_MS, count=self.batch_size, justid=True
+        )
+        if claimed and claimed[1]:
+            self._reread_pending = True
+        summary: Any = self.redis.xpending(events.STREAM, events.GROUP)
+        horizon_ms = int((time.time() - RETENTION_SECONDS) * 1000)
+        oldest_pending = summary.get("min") if summary and summary.get("pending") else None
+        if oldest_pending:
+            oldest = oldest_pending.decode() if isinstance(oldest_pending, bytes) else str(oldest_pending)
+            horizon_ms = min(horizon_ms, int(oldest.split("-", 1)[0]))
+        # Entries delivered to nobody yet are newer than the group's last delivered id.
+        self.redis.xtrim(events.STREAM, minid=f"{horizon_ms}-0", approximate=True)
+
+
+class MirrorThread(threading.Thread):
+    """Drains the event stream in the background of a long-lived process.
+
+    Also keeps the process's liveness key fresh, which the reconciler reads to
+    tell a busy worker from a dead one.
+    """
+
+    alive_ttl_default = 15
+
+    def __init__(self, conn: Redis, consumer: str, alive_key: str | None = None, alive_ttl: int | None = None):
+        super().__init__(name=f"mirror:{consumer}", daemon=True)
+        self.drainer = Drainer(conn, consumer)
+        self.redis = conn
+        self.alive_key = alive_key
+        self.alive_ttl = alive_ttl or _alive_ttl()
+        self._stop_requested = threading.Event()
+        self._last_alive = 0.0
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop after applying what is already on the stream (bounded by `timeout`)."""
+        self._stop_requested.set()
+        self.join(timeout)
+
+    def _keep_alive(self) -> None:
+        if self.alive_key is None:
+            return
+        now = time.monotonic()
+        if now - self._last_alive >= self.alive_ttl / 3:
+            self.redis.set(self.alive_key, "1", ex=self.alive_ttl)
+            self._last_alive = now
+
+    def run(self) -> None:
+        wait = 0.5
+        group_ready = False
+        while True:
+            stopping = self._stop_requested.is_set()
+            try:
+                self._keep_alive()
+                if not group_ready:  # again after a Redis error: a restarted Redis has no group
+                    self.drainer.ensure_group()
+                    group_ready = True
+                applied = self.drainer.drain_once(block_ms=None if stopping else 200)
+                self.drainer.housekeeping()
+                wait = 0.5
+                if stopping and applied == 0:
+                    break
+            except DatabaseError as exc:
+                log.warning("mirror: database unavailable (%s); retrying in %.1fs", exc, wait)
+                _discard_broken_connection()
+                if self._sleep_or_stop(wait) and stopping:
+                    break
+                wait = min(wait * 2, 5.0)
+            except redis_lib.RedisError as exc:
+                log.warning("mirror: Redis unavailable (%s); retrying in %.1fs", exc, wait)
+                group_ready = False
+                if self._sleep_or_stop(wait) and stopping:
+                    break
+                wait = min(wait * 2, 5.0)
+            except Exception:  # never let the thread die: its events would wait for another drainer
+                log.exception("mirror: unexpected error")
+                if self._sleep_or_stop(wait) and stopping:
+                    break
+        if self.alive_key is not None:
+            try:
+                self.redis.delete(self.alive_key)
+            except redis_lib.RedisError:
+                pass
+        connection.close()
+
+    def _sleep_or_stop(self, seconds: float) -> bool:
+        return self._stop_requested.wait(seconds)
+
+
+def _alive_ttl() -> int:
+    from django.conf import settings
+
+    return int(getattr(settings, "JOBS_WORKER_DEAD_AFTER", MirrorThread.alive_ttl_default))
+
+
+def _discard_broken_connection() -> None:
+    try:
+        connection.close()
+    except DatabaseError:
+        pass
+    close_old_connections()

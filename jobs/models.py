@@ -1,0 +1,98 @@
+"""The job history: one row per job (also the outbox) and its attempt timeline."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from jobs.statuses import AttemptOutcome, JobStatus
+
+
+class Job(models.Model):
+    """A job's whole life, kept after Redis forgets it.
+
+    The row is written before the job reaches Redis and holds everything needed
+    to run it again (type, params, queue), so a retry works even when Redis has
+    expired or lost the job. Its id is the RQ job id.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    type = models.CharField(max_length=100)
+    queue = models.CharField(max_length=50)
+    params = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING)
+    progress = models.PositiveSmallIntegerField(default=0)
+    progress_message = models.CharField(max_length=200, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    error = models.TextField(blank=True, help_text="The last attempt's error, one line.")
+    traceback = models.TextField(blank=True, help_text="The last attempt's traceback.")
+    attempts = models.PositiveIntegerField(default=0, help_text="Attempts started so far.")
+    max_attempts = models.PositiveIntegerField(default=1)
+    timeout = models.PositiveIntegerField(help_text="Seconds an attempt may run.")
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    scheduled_for = models.DateTimeField(
+        null=True, blank=True, help_text="When a delayed job, or the next retry, is due."
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    worker_name = models.CharField(max_length=200, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    #: Order of the last transition applied by the mirror (attempt * 4 + phase):
+    #: events may arrive twice or out of order, and only newer ones apply.
+    mirror_seq = models.PositiveIntegerField(default=0, editable=False)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["-created_at", "-id"], name="job_created_idx"),
+            models.Index(fields=["status", "-created_at"], name="job_status_created_idx"),
+            models.Index(fields=["type", "status", "-created_at"], name="job_type_status_idx"),
+            models.Index(fields=["queue", "status", "-created_at"], name="job_queue_status_idx"),
+            models.Index(fields=["created_by", "-created_at"], name="job_created_by_idx"),
+            models.Index(fields=["-ended_at"], name="job_ended_idx"),
+        ]
+        permissions = [("stop_job", "Can stop a running job")]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.id} ({self.status})"
+
+    @property
+    def rq_id(self) -> str:
+        return str(self.id)
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at and self.ended_at:
+            return (self.ended_at - self.started_at).total_seconds()
+        return None
+
+
+class JobAttempt(models.Model):
+    """One run of a job by a worker: the job's timeline."""
+
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="attempt_set")
+    number = models.PositiveIntegerField()
+    worker_name = models.CharField(max_length=200, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    ended_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=16, choices=AttemptOutcome.choices, default=AttemptOutcome.RUNNING)
+    error = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    #: When the job will be tried again after this attempt failed, if it will.
+    retry_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["job", "number"]
+        constraints = [models.UniqueConstraint(fields=["job", "number"], name="attempt_unique_number")]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of {self.job_id}: {self.outcome}"
+

@@ -1,0 +1,44 @@
+"""Queue names, their priority and the Redis connection: the one place that knows them.
+
+Workers drain queues in the order of `QUEUE_NAMES` (highest priority first).
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import django_rq
+from redis import Redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+HIGH = "high"
+DEFAULT = "default"
+LOW = "low"
+
+#: Every queue the product runs, highest priority first.
+QUEUE_NAMES: tuple[str, ...] = (HIGH, DEFAULT, LOW)
+
+#: The serializer of every job: JSON, never pickle, so nothing in Redis can
+#: name arbitrary Python objects.
+SERIALIZER = JSONSerializer
+
+
+def get_queue(name: str) -> Queue:
+    if name not in QUEUE_NAMES:
+        raise ValueError(f"unknown queue {name!r}; queues are {', '.join(QUEUE_NAMES)}")
+    return django_rq.get_queue(name, serializer=SERIALIZER)
+
+
+def all_queues() -> list[Queue]:
+    return [get_queue(name) for name in QUEUE_NAMES]
+
+
+@cache
+def _connection() -> Redis:
+    return django_rq.get_connection(DEFAULT)
+
+
+def redis() -> Redis:
+    """The shared Redis connection (all queues live on one Redis)."""
+    return _connection()

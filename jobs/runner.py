@@ -1,0 +1,37 @@
+"""What a worker actually calls: look the job type up and run it.
+
+Every RQ job the product enqueues calls `run(type_name, params)`, so the only
+code a job can reach is a registered job type, whatever ends up in Redis.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rq import get_current_job
+
+from jobs import events, registry
+
+
+def run(type_name: str, params: dict[str, Any]) -> Any:
+    job_type = registry.get(type_name)
+    validated = job_type.params.model_validate(params)
+    return job_type.func(validated)
+
+
+def report_progress(percent: float, message: str = "") -> None:
+    """Report how far the current job is, 0 to 100: shown live and kept in its row.
+
+    Call it from a job function as often as you like: only changes of a whole
+    percent (or of the message) reach Redis.
+    """
+    job = get_current_job()
+    if job is None:
+        return  # called outside a worker (e.g. a unit test calling the function directly)
+    value = max(0, min(100, int(percent)))
+    message = message[:200]
+    last = getattr(job, "_last_reported_progress", None)
+    if last == (value, message):
+        return
+    job._last_reported_progress = (value, message)  # type: ignore[attr-defined]
+    events.emit(job.connection, job.id, events.PROGRESS, events.attempt_number(job), p=value, m=message or None)

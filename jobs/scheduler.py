@@ -1,0 +1,96 @@
+"""The scheduler process: delayed-job promotion, the reconciler, and a mirror drainer.
+
+Several may run (one per machine, say): a Redis lock makes one of them active
+and the others stand by, taking over within `LOCK_TTL` seconds of its death.
+Every one of them drains the event stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+import redis as redis_lib
+from django.conf import settings
+from django.db import DatabaseError, close_old_connections
+
+from jobs import queues, services
+from jobs.mirror import MirrorThread
+from jobs.reconcile import reconcile
+
+log = logging.getLogger(__name__)
+
+LOCK_KEY = "jobs:scheduler:lock"
+LOCK_TTL = 15
+
+# Renew the lock only if we still hold it (compare-and-expire).
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('expire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+class Scheduler:
+    def __init__(self, tick: float = 1.0, reconcile_every: float | None = None):
+        self.tick = tick
+        self.reconcile_every = reconcile_every if reconcile_every is not None else settings.JOBS_RECONCILE_INTERVAL
+        self.name = f"scheduler:{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.redis = queues.redis()
+        self.stop_requested = threading.Event()
+        self.active = False
+        self._last_reconcile = 0.0
+
+    def _hold_lock(self) -> bool:
+        if self.active:
+            self.active = bool(self.redis.eval(_RENEW, 1, LOCK_KEY, self.name, LOCK_TTL))
+        else:
+            self.active = bool(self.redis.set(LOCK_KEY, self.name, nx=True, ex=LOCK_TTL))
+            if self.active:
+                log.info("%s is now the active scheduler", self.name)
+        return self.active
+
+    def run_once(self) -> None:
+        if not self._hold_lock():
+            return
+        services.promote_due_jobs()
+        now = time.monotonic()
+        if now - self._last_reconcile >= self.reconcile_every:
+            self._last_reconcile = now
+            reconcile()
+
+    def run(self) -> None:
+        mirror = MirrorThread(redis_lib.Redis(**{**self.redis.connection_pool.connection_kwargs}), consumer=self.name)
+        mirror.start()
+        log.info("%s started (tick %.1fs, reconcile every %.0fs)", self.name, self.tick, self.reconcile_every)
+        try:
+            while not self.stop_requested.is_set():
+                try:
+                    self.run_once()
+                except (redis_lib.RedisError, OSError) as exc:
+                    log.warning("scheduler: Redis unavailable (%s)", exc)
+                    self.active = False
+                except DatabaseError as exc:
+                    log.warning("scheduler: database unavailable (%s)", exc)
+                    close_old_connections()
+                except Exception:
+                    log.exception("scheduler: unexpected error")
+                self.stop_requested.wait(self.tick)
+        finally:
+            try:
+                self.redis.eval(_RELEASE, 1, LOCK_KEY, self.name)
+            except redis_lib.RedisError:
+                pass
+            mirror.stop()
+            log.info("%s stopped", self.name)

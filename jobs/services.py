@@ -1,0 +1,449 @@
+"""Every write to jobs: the only module that calls RQ.
+
+Views, the API, the admin and your own code call these functions; each checks
+the job's status and raises a `jobs.errors` exception when the action does not
+apply, and `QueueUnavailable` when Redis cannot be reached (nothing is then
+written).
+
+The history row is the outbox. Outside a transaction, `job_enqueue` writes the
+row and pushes the job to Redis inside one database transaction: if Redis fails
+the row is rolled back, and the caller gets `QueueUnavailable`. Inside a
+caller's transaction, the row is written as `pending` and dispatched when the
+transaction commits (the job must not run if the caller rolls back); if Redis
+is down at that moment the row stays pending and the reconciler dispatches it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis as redis_lib
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job as RQJob
+from rq.registry import ScheduledJobRegistry
+from rq.job import Retry
+
+from jobs import events, queues, registry, runner
+from jobs.errors import ActionNotAllowed, InvalidJobRequest, QueueUnavailable
+from jobs.models import Job
+from jobs.statuses import CANCELABLE, PROMOTABLE, REMOVABLE, RETRYABLE, STOPPABLE, JobStatus
+from jobs.worker import MirroredJob
+
+log = logging.getLogger(__name__)
+
+#: At most this many jobs in one `jobs_enqueue` call.
+MAX_BULK = 10_000
+#: A job may be delayed at most this far ahead.
+MAX_DELAY = timedelta(days=365)
+
+RUN_FUNC = f"{runner.run.__module__}.{runner.run.__qualname__}"
+
+
+@dataclass
+class JobRequest:
+    """What a caller asks for; validated by `job_enqueue` / `jobs_enqueue`."""
+
+    type: str = "example"
+    params: dict[str, Any] | None = None
+    queue: str | None = None
+    delay_seconds: float | None = None
+    run_at: datetime | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _redis_errors() -> tuple[type[Exception], ...]:
+    return (redis_lib.ConnectionError, redis_lib.TimeoutError, OSError)
+
+
+def _validate(request: JobRequest, now: datetime) -> tuple[registry.JobType, dict[str, Any], str, datetime | None]:
+    errors: dict[str, list[str]] = {}
+    spec = None
+    params: dict[str, Any] = {}
+    try:
+        spec = registry.get(request.type)
+        params = spec.validate(request.params)
+    except InvalidJobRequest as exc:
+        errors.update(exc.errors)
+    queue = request.queue or (spec.queue if spec else queues.DEFAULT)
+    if queue not in queues.QUEUE_NAMES:
+        errors["queue"] = [f"unknown queue {queue!r}; queues are {', '.join(queues.QUEUE_NAMES)}"]
+    run_at = None
+    if request.delay_seconds is not None and request.run_at is not None:
+        errors["delay_seconds"] = ["give delay_seconds or run_at, not both"]
+    elif request.delay_seconds is not None:
+        if not 0 <= request.delay_seconds <= MAX_DELAY.total_seconds():
+            errors["delay_seconds"] = [f"must be between 0 and {int(MAX_DELAY.total_seconds())}"]
+        elif request.delay_seconds > 0:
+            run_at = now + timedelta(seconds=request.delay_seconds)
+    elif request.run_at is not None:
+        if timezone.is_naive(request.run_at):
+            errors["run_at"] = ["must include a time zone"]
+        elif request.run_at > now + MAX_DELAY:
+            errors["run_at"] = ["must be within a year"]
+        elif request.run_at > now:
+            run_at = request.run_at
+    if errors:
+        raise InvalidJobRequest(errors)
+    assert spec is not None
+    return spec, params, queue, run_at
+
+
+def _build_rq_job(row: Job, spec: registry.JobType) -> RQJob:
+    """The RQ job for a row's next attempts: the rest of its retry policy's round."""
+    retries = max(0, row.max_attempts - row.attempts - 1)
+    return queues.get_queue(row.queue).create_job(
+        RUN_FUNC,
+        args=(row.type, row.params),
+        job_id=row.rq_id,
+        timeout=row.timeout,
+        result_ttl=_settings("JOBS_RESULT_TTL"),
+        failure_ttl=_settings("JOBS_FAILURE_TTL"),
+        description=f"{row.type} {row.rq_id}",
+        meta={"attempt_base": row.attempts, "retries": retries},
+        retry=Retry(max=retries, interval=spec.retry.delays()) if retries else None,
+    )
+
+
+def _settings(name: str) -> Any:
+    from django.conf import settings
+
+    return getattr(settings, name)
+
+
+def _push(rows: Sequence[Job]) -> None:
+    """Put the rows' jobs on their queues (or in the scheduled registry) in one round trip."""
+    conn = queues.redis()
+    with conn.pipeline() as pipe:
+        for row in rows:
+            spec = registry.get(row.type)
+            queue = queues.get_queue(row.queue)
+            rq_job = _build_rq_job(row, spec)
+            due = row.scheduled_for
+            if due is not None and due > timezone.now():
+                queue.schedule_job(rq_job, due, pipeline=pipe)
+            else:
+                queue.enqueue_job(rq_job, pipeline=pipe)
+        pipe.execute()
+
+
+def job_enqueue(
+    *,
+    type: str = "example",
+    params: dict[str, Any] | None = None,
+    queue: str | None = None,
+    delay_seconds: float | None = None,
+    run_at: datetime | None = None,
+    user: AbstractBaseUser | None = None,
+) -> Job:
+    """Create a job of a registered type and put it on its way."""
+    request = JobRequest(type=type, params=params, queue=queue, delay_seconds=delay_seconds, run_at=run_at)
+    return jobs_enqueue(requests=[request], user=user)[0]
+
+
+def jobs_enqueue(*, requests: Sequence[JobRequest], user: AbstractBaseUser | None = None) -> list[Job]:
+    """Create many jobs, all or nothing: one insert and one Redis round trip."""
+    if not requests:
+        return []
+    if len(requests) > MAX_BULK:
+        raise InvalidJobRequest({"non_field_errors": [f"at most {MAX_BULK} jobs in one request"]})
+    now = timezone.now()
+    rows: list[Job] = []
+    errors: dict[str, list[str]] = {}
+    for index, request in enumerate(requests):
+        try:
+            spec, params, queue_name, run_at = _validate(request, now)
+        except InvalidJobRequest as exc:
+            prefix = f"{index}." if len(requests) > 1 else ""
+            errors.update({f"{prefix}{key}": value for key, value in exc.errors.items()})
+            continue
+        rows.append(
+            Job(
+                type=spec.name,
+                queue=queue_name,
+                params=params,
+                max_attempts=spec.retry.max_attempts,
+                timeout=spec.timeout,
+                scheduled_for=run_at,
+                created_by=user if user is not None and user.is_authenticated else None,
+            )
+        )
+    if errors:
+        raise InvalidJobRequest(errors)
+
+    if transaction.get_connection().in_atomic_block:
+        # The caller's transaction may still roll back: dispatch on commit.
+        for row in rows:
+            row.status = JobStatus.PENDING
+        Job.objects.bulk_create(rows)
+        ids = [row.id for row in rows]
+        transaction.on_commit(lambda: jobs_dispatch_pending(job_ids=ids))
+        return rows
+
+    for row in rows:
+        row.status = JobStatus.SCHEDULED if row.scheduled_for else JobStatus.QUEUED
+        row.enqueued_at = None if row.scheduled_for else now
+    try:
+        with transaction.atomic():
+            Job.objects.bulk_create(rows)
+            # Inside the transaction: if Redis fails, the rows roll back. A worker
+            # may see the job before the commit; the mirror waits for the row.
+            _push(rows)
+    except _redis_errors() as exc:
+        raise QueueUnavailable(str(exc)) from exc
+    return rows
+
+
+def jobs_dispatch_pending(*, job_ids: Iterable[Any] | None = None, older_than: timedelta | None = None) -> int:
+    """Push pending rows to Redis (the outbox relay). Returns how many were dispatched.
+
+    Safe to run concurrently: a row is claimed by moving it out of `pending`
+    before its job is pushed, and put back if Redis fails.
+    """
+    pending = Job.objects.filter(status=JobStatus.PENDING)
+    if job_ids is not None:
+        pending = pending.filter(id__in=list(job_ids))
+    if older_than is not None:
+        pending = pending.filter(created_at__lt=timezone.now() - older_than)
+    dispatched = 0
+    for row in pending.order_by("created_at")[:1000]:
+        new_status = JobStatus.SCHEDULED if row.scheduled_for and row.scheduled_for > timezone.now() else JobStatus.QUEUED
+        claimed = Job.objects.filter(id=row.id, status=JobStatus.PENDING).update(
+            status=new_status, enqueued_at=None if new_status == JobStatus.SCHEDULED else timezone.now()
+        )
+        if not claimed:
+            continue
+        try:
+            _push([row])
+        except _redis_errors() as exc:
+            Job.objects.filter(id=row.id, status=new_status).update(status=JobStatus.PENDING, enqueued_at=None)
+            log.warning("job %s stays pending: Redis unavailable (%s)", row.id, exc)
+            break
+        dispatched += 1
+    return dispatched
+
+
+def _fetch_rq_job(row: Job) -> RQJob | None:
+    try:
+        return MirroredJob.fetch(row.rq_id, connection=queues.redis(), serializer=queues.SERIALIZER)
+    except NoSuchJobError:
+        return None
+
+
+def _require(row: Job, action: str, allowed: frozenset[str]) -> None:
+    if row.status not in allowed:
+        raise ActionNotAllowed(action, row.status, allowed)
+
+
+def _locked(job: Job) -> Job:
+    """The row, re-read under a lock so two actions on one job do not interleave."""
+    return Job.objects.select_for_update().get(pk=job.pk)
+
+
+def job_retry(*, job: Job, user: AbstractBaseUser | None = None) -> Job:
+    """Run a failed (or stopped, canceled, abandoned, lost) job again, from its row.
+
+    Works even after Redis forgot the job. The retry gets a fresh round of the
+    type's retry policy; earlier attempts stay in the timeline.
+    """
+    spec = registry.get(job.type)
+    try:
+        with transaction.atomic():
+            row = _locked(job)
+            _require(row, "retry", RETRYABLE)
+            row.status = JobStatus.QUEUED
+            row.max_attempts = row.attempts + spec.retry.max_attempts
+            row.enqueued_at = timezone.now()
+            row.scheduled_for = None
+            row.ended_at = None
+            row.progress = 0
+            row.progress_message = ""
+            row.mirror_seq = row.attempts * 4 + 3
+            row.save()
+            conn = queues.redis()
+            old = _fetch_rq_job(row)
+            with conn.pipeline() as pipe:
+                if old is not None:
+                    for registry_ in (
+                        old.failed_job_registry,
+                        old.finished_job_registry,
+                        old.canceled_job_registry,
+                        old.started_job_registry,
+                    ):
+                        registry_.remove(old, pipeline=pipe)
+                    pipe.delete(old.key)
+                queues.get_queue(row.queue).enqueue_job(_build_rq_job(row, spec), pipeline=pipe)
+                pipe.execute()
+    except _redis_errors() as exc:
+        raise QueueUnavailable(str(exc)) from exc
+    return row
+
+
+def job_cancel(*, job: Job) -> Job:
+    """Take a waiting job off its queue (or the schedule) for good."""
+    try:
+        with transaction.atomic():
+            row = _locked(job)
+            _require(row, "cancel", CANCELABLE)
+            rq_job = _fetch_rq_job(row)
+            if rq_job is not None:
+                status = rq_job.get_status(refresh=False)
+                if status == JobStatus.STARTED:
+                    # A worker took it meanwhile: the mirror will say so.
+                    raise ActionNotAllowed("cancel", JobStatus.STARTED, CANCELABLE)
+                if status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
+                    rq_job.cancel()
+            row.status = JobStatus.CANCELED
+            row.ended_at = timezone.now()
+            row.scheduled_for = None
+            row.save(update_fields=["status", "ended_at", "scheduled_for", "updated_at"])
+    except InvalidJobOperation as exc:
+        raise ActionNotAllowed("cancel", job.status, CANCELABLE) from exc
+    except _redis_errors() as exc:
+        raise QueueUnavailable(str(exc)) from exc
+    return row
+
+
+def job_stop(*, job: Job) -> Job:
+    """Ask the worker running the job to stop it now.
+
+    The worker kills the job and records it as stopped; the row follows through
+    the mirror within moments.
+    """
+    _require(job, "stop", STOPPABLE)
+    try:
+        send_stop_job_command(queues.redis(), job.rq_id, serializer=queues.SERIALIZER)
+    except InvalidJobOperation as exc:
+        raise ActionNotAllowed("stop", job.status, STOPPABLE) from exc
+    except _redis_errors() as exc:
+        raise QueueUnavailable(str(exc)) from exc
+    return job
+
+
+def job_promote(*, job: Job) -> Job:
+    """Run a delayed job (or one waiting for its next retry) now."""
+    try:
+        with transaction.atomic():
+            row = _locked(job)
+            _require(row, "promote", PROMOTABLE)
+            conn = queues.redis()
+            queue = queues.get_queue(row.queue)
+            rq_job = _fetch_rq_job(row)
+            with conn.pipeline() as pipe:
+                if rq_job is None:
+                    queue.enqueue_job(_build_rq_job(row, registry.get(row.type)), pipeline=pipe)
+                else:
+                    ScheduledJobRegistry(queue=queue).remove(rq_job, pipeline=pipe)
+                    queue.enqueue_job(rq_job, pipeline=pipe, at_front=True)
+                pipe.execute()
+            row.status = JobStatus.QUEUED
+            row.scheduled_for = None
+            row.enqueued_at = timezone.now()
+            row.save(update_fields=["status", "scheduled_for", "enqueued_at", "updated_at"])
+    except _redis_errors() as exc:
+        raise QueueUnavailable(str(exc)) from exc
+    return row
+
+
+def job_remove(*, job: Job) -> None:
+    """Delete a job from Redis and from the history. A running job must be stopped first."""
+    try:
+        with transaction.atomic():
+            row = _locked(job)
+            _require(row, "remove", REMOVABLE)
+            rq_job = _fetch_rq_job(row)
+            if rq_job is not None:
+                if rq_job.get_status(refresh=False) == JobStatus.STARTED:
+                    raise ActionNotAllowed("remove", JobStatus.STARTED, REMOVABLE)
+                rq_job.delete()
+            row.delete()
+    except _redis_errors() as exc:
+        raise QueueUnavailable(str(exc)) from exc
+
+
+def promote_due_jobs(*, now: datetime | None = None) -> int:
+    """Move delayed jobs whose time has come onto their queues (the scheduler's duty).
+
+    Like RQ's own scheduler, but it also records the move as a transition.
+    """
+    conn = queues.redis()
+    timestamp = int((now or datetime.now(tz=UTC)).timestamp())
+    moved = 0
+    for queue in queues.all_queues():
+        scheduled = ScheduledJobRegistry(queue=queue)
+        job_ids = scheduled.get_jobs_to_schedule(timestamp)
+        if not job_ids:
+            continue
+        rq_jobs = MirroredJob.fetch_many(job_ids, connection=conn, serializer=queues.SERIALIZER)
+        with conn.pipeline() as pipe:
+            for rq_job in rq_jobs:
+                if rq_job is None:
+                    continue
+                queue._enqueue_job(rq_job, pipeline=pipe, at_front=rq_job.should_enqueue_at_front())
+                events.emit(pipe, rq_job.id, events.QUEUED, events.attempt_number(rq_job))
+                moved += 1
+            for job_id in job_ids:
+                scheduled.remove(job_id, pipeline=pipe)
+            pipe.execute()
+    return moved
+
+
+def job_give_up_on(*, job: Job, outcome: str, reason: str) -> Job:
+    """Record that a job's current attempt will never report back, and retry it if its type allows.
+
+    `outcome` is `abandoned` (its worker died) or `lost` (Redis no longer has it).
+    Called by the reconciler; a transition the worker does report later still
+    wins over this verdict.
+    """
+    from jobs.models import JobAttempt
+    from jobs.statuses import AttemptOutcome
+
+    spec = registry.get(job.type)
+    now = timezone.now()
+    with transaction.atomic():
+        row = _locked(job)
+        if row.status != job.status or row.mirror_seq != job.mirror_seq:
+            return row  # something happened meanwhile: judge again next time
+        if row.status == JobStatus.STARTED:
+            JobAttempt.objects.update_or_create(
+                job=row,
+                number=row.attempts,
+                defaults={"outcome": outcome, "ended_at": now, "error": reason, "worker_name": row.worker_name},
+            )
+        row.error = reason
+        row.traceback = ""
+        row.ended_at = now
+        row.mirror_seq = max(row.mirror_seq, row.attempts * 4 + 2)
+        retry = spec.retry.retry_lost and row.attempts < row.max_attempts
+        row.status = JobStatus.QUEUED if retry else JobStatus(outcome if outcome in JobStatus.values else "lost")
+        if retry:
+            row.enqueued_at = now
+            row.scheduled_for = None
+            row.ended_at = None
+            row.progress = 0
+        row.save()
+        conn = queues.redis()
+        try:
+            with conn.pipeline() as pipe:
+                queue = queues.get_queue(row.queue)
+                queue.started_job_registry.remove(row.rq_id, pipeline=pipe)
+                if retry:
+                    pipe.delete(RQJob.key_for(row.rq_id))
+                    queue.enqueue_job(_build_rq_job(row, spec), pipeline=pipe)
+                else:
+                    rq_job = _fetch_rq_job(row)
+                    if rq_job is not None:
+                        rq_job.set_status(JobStatus.FAILED, pipeline=pipe)
+                        queue.failed_job_registry.add(rq_job, ttl=_settings("JOBS_FAILURE_TTL"), exc_string=reason, pipeline=pipe)
+                pipe.execute()
+        except _redis_errors() as exc:
+            raise QueueUnavailable(str(exc)) from exc
+    _ = AttemptOutcome  # outcome values are AttemptOutcome values
+    return row

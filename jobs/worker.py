@@ -1,0 +1,135 @@
+"""The product's RQ worker and job classes: RQ's own, plus mirroring.
+
+`manage.py rqworker` uses them by default (settings `RQ["WORKER_CLASS"]` and
+`RQ["JOB_CLASS"]`); `--worker-class jobs.worker.SimpleWorker` runs jobs in the
+worker process itself. What they add to RQ:
+
+- every transition is appended to the event stream inside the Redis pipeline
+  RQ already executes for it (start, success, failure, stop), so mirroring
+  costs no extra round trip per job;
+- a `MirrorThread` in the worker process drains the stream into the database
+  and keeps the worker's liveness key fresh for the reconciler;
+- jobs are always read with the JSON serializer (never pickle), whatever the
+  command line says.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import rq
+from django.conf import settings
+from redis import Redis
+from redis.client import Pipeline
+from rq.job import Job as RQJob
+from rq.job import JobStatus as RQStatus
+
+from jobs import events, queues
+from jobs.mirror import MirrorThread
+
+ALIVE_KEY = "jobs:worker-alive:{}"
+#: Names of the workers that keep a liveness key (the reconciler trusts only theirs).
+PRODUCT_WORKERS = "jobs:product-workers"
+
+
+def alive_key(worker_name: str) -> str:
+    return ALIVE_KEY.format(worker_name)
+
+
+class MirroredJob(RQJob):
+    def prepare_for_execution(self, worker_name: str, pipeline: Pipeline) -> None:
+        super().prepare_for_execution(worker_name, pipeline)
+        events.emit(pipeline, self.id, events.STARTED, events.attempt_number(self), w=worker_name)
+
+
+class MirrorWorkerMixin:
+    """Mix into an RQ worker class (before it) to mirror its jobs."""
+
+    name: str
+    connection: Redis
+    _stopped_job_id: str | None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["serializer"] = queues.SERIALIZER
+        job_class = kwargs.get("job_class")
+        if job_class is None or isinstance(job_class, str) or not issubclass(job_class, MirroredJob):
+            kwargs["job_class"] = MirroredJob
+        super().__init__(*args, **kwargs)
+        self._failure: tuple[str, bool] | None = None
+        self._mirror_thread: MirrorThread | None = None
+
+    # --- transitions ----------------------------------------------------------
+
+    def handle_job_failure(
+        self, job: RQJob, queue: rq.Queue, started_job_registry: Any = None, exc_string: str = ""
+    ) -> None:
+        # RQ forgets both facts before it cleans the execution up, where the event is written.
+        self._failure = (exc_string, self._stopped_job_id == job.id)
+        try:
+            super().handle_job_failure(job, queue, started_job_registry=started_job_registry, exc_string=exc_string)  # type: ignore[misc]
+        finally:
+            self._failure = None
+
+    def cleanup_execution(self, job: RQJob, pipeline: Pipeline) -> None:
+        """Runs inside the pipeline that records every end of a job (success, failure, stop)."""
+        self._emit_end(job, pipeline)
+        super().cleanup_execution(job, pipeline)  # type: ignore[misc]
+
+    def _emit_end(self, job: RQJob, pipeline: Pipeline) -> None:
+        attempt = events.attempt_number(job)
+        started = job.started_at.timestamp() if job.started_at else None
+        if self._failure is None:
+            events.emit(
+                pipeline, job.id, events.FINISHED, attempt, w=self.name, s=started, r=events.encode_result(job._result)
+            )
+            return
+        exc_string, stopped = self._failure
+        error = events.error_line(exc_string)
+        traceback = exc_string[-events.MAX_TRACEBACK_CHARS :]
+        if stopped:
+            events.emit(pipeline, job.id, events.STOPPED, attempt, w=self.name, s=started, x=error or "stopped")
+            return
+        next_at = requeued = None
+        if job.should_retry:
+            # RQ retries right after this pipeline, with the interval it picks here.
+            interval = job.get_retry_interval()
+            if interval:
+                next_at = round(time.time() + interval, 3)
+            else:
+                requeued = 1
+        events.emit(
+            pipeline, job.id, events.FAILED, attempt, w=self.name, s=started, x=error, tb=traceback, n=next_at, q=requeued
+        )
+
+    # --- the mirror thread ----------------------------------------------------
+
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        # A connection of its own: RQ raises this worker's socket timeout for BLPOP,
+        # and the thread must not share a connection pool with the work horse.
+        mirror_redis = Redis(connection_pool=type(self.connection.connection_pool)(
+            **{**self.connection.connection_pool.connection_kwargs, "socket_timeout": 10}
+        ))
+        with mirror_redis.pipeline() as pipe:
+            pipe.sadd(PRODUCT_WORKERS, self.name)
+            pipe.set(alive_key(self.name), "1", ex=settings.JOBS_WORKER_DEAD_AFTER)
+            pipe.execute()
+        self._mirror_thread = MirrorThread(mirror_redis, consumer=self.name, alive_key=alive_key(self.name))
+        self._mirror_thread.start()
+        try:
+            return super().work(*args, **kwargs)  # type: ignore[misc,no-any-return]
+        finally:
+            # Graceful shutdown: what this worker did is in the database before it exits.
+            self._mirror_thread.stop()
+            mirror_redis.srem(PRODUCT_WORKERS, self.name)
+
+
+class Worker(MirrorWorkerMixin, rq.Worker):
+    """Forks a work horse per job, like RQ's Worker."""
+
+
+class SimpleWorker(MirrorWorkerMixin, rq.SimpleWorker):
+    """Runs jobs in the worker process, like RQ's SimpleWorker."""
+
+
+__all__ = ["PRODUCT_WORKERS", "MirroredJob", "RQStatus", "SimpleWorker", "Worker", "alive_key"]
