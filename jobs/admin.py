@@ -7,7 +7,7 @@ class JobAttemptInline(admin.TabularInline):
     model = JobAttempt
     extra = 0
     can_delete = False
-    fields = ["number", "outcome", "worker_name", "started_at", "ended_at", "retry_at", "error"]
+    fields = ("number", "outcome", "worker_name", "started_at", "ended_at", "retry_at", "error")
     readonly_fields = fields
 
 
@@ -18,4 +18,4 @@ class JobAdmin(admin.ModelAdmin):
     search_fields = ["id", "error"]
     date_hierarchy = "created_at"
     inlines = [JobAttemptInline]
-    readonly_fields = [field.name for field in Job._meta.fields]
+    readonly_fields = tuple(field.name for field in Job._meta.fields)

@@ -11,6 +11,7 @@ drainers): applying them is idempotent and only moves a row forward.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -111,12 +112,11 @@ def apply_events(batch: Iterable[Event]) -> ApplyResult:
                 continue
             if event.kind in (events.STARTED, *ENDED_OUTCOME):
                 key = (event.job_id, event.attempt)
-                attempt = attempts.get(key) or new_attempts.get(key)
-                if attempt is None:
-                    attempt = JobAttempt(job=row, number=event.attempt)
-                    new_attempts[key] = attempt
-                else:
+                if key in attempts:
+                    attempt = attempts[key]
                     changed_attempts.add(key)
+                else:
+                    attempt = new_attempts.setdefault(key, JobAttempt(job=row, number=event.attempt))
                 _apply_to_attempt(attempt, event)
             if event.seq > row.mirror_seq:
                 _apply_to_row(row, event)
@@ -196,6 +196,38 @@ def _apply_to_row(row: Job, event: Event) -> None:
         row.ended_at = at
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _entry_ms(entry_id: Any) -> int:
+    return int(_text(entry_id).split("-", 1)[0])
+
+
+def oldest_unapplied_ms(conn: Redis) -> int | None:
+    """Stream time (ms) of the oldest event the mirror has not applied, or None.
+
+    That is the oldest event delivered but not acknowledged, or the first one
+    not delivered to any drainer yet.
+    """
+    oldest: int | None = None
+    try:
+        summary: Any = conn.xpending(events.STREAM, events.GROUP)
+        groups: Any = conn.xinfo_groups(events.STREAM)
+    except redis_lib.ResponseError:  # no stream or no group yet
+        return None
+    if summary and summary.get("pending"):
+        oldest = _entry_ms(summary["min"])
+    for group in groups:
+        if _text(group["name"]) != events.GROUP:
+            continue
+        undelivered: Any = conn.xrange(events.STREAM, min=f"({_text(group['last-delivered-id'])}", count=1)
+        if undelivered:
+            first = _entry_ms(undelivered[0][0])
+            oldest = first if oldest is None else min(oldest, first)
+    return oldest
+
+
 class Drainer:
     """Reads the event stream as one consumer of the mirror group and applies it."""
 
@@ -215,7 +247,7 @@ class Drainer:
                 raise
 
     def _read(self, entry_id: str, block_ms: int | None) -> list[Event]:
-        response = self.redis.xreadgroup(
+        response: Any = self.redis.xreadgroup(
             events.GROUP,
             self.consumer,
             {events.STREAM: entry_id},
@@ -259,11 +291,31 @@ class Drainer:
         except DatabaseError:
             self._reread_pending = True
             raise
+        except Exception:
+            # A bug must not stall the whole mirror: apply one by one, set the bad ones aside.
+            log.exception("mirror: a batch of %s events failed; applying them one by one", len(batch))
+            result = self._apply_one_by_one(batch)
         if result.applied:
             self.redis.xack(events.STREAM, events.GROUP, *result.applied)
         if result.waiting:
             self._reread_pending = False  # re-read on the 1 s timer, not in a tight loop
         return len(result.applied)
+
+    def _apply_one_by_one(self, batch: list[Event]) -> ApplyResult:
+        result = ApplyResult()
+        for event in batch:
+            try:
+                one = apply_events([event])
+            except DatabaseError:
+                self._reread_pending = True
+                raise
+            except Exception:
+                log.exception("mirror: dropping event %s (%s of job %s)", event.id, event.kind, event.job_id)
+                result.applied.append(event.id)
+                continue
+            result.applied += one.applied
+            result.waiting += one.waiting
+        return result
 
     def housekeeping(self, every: float = 10.0) -> None:
         """Take over events stuck with dead consumers, and trim what was applied."""
@@ -271,18 +323,16 @@ class Drainer:
         if now - self._last_housekeeping < every:
             return
         self._last_housekeeping = now
-        claimed = self.redis.xautoclaim(
+        claimed: Any = self.redis.xautoclaim(
             events.STREAM, events.GROUP, self.consumer, min_idle_time=CLAIM_IDLE_MS, count=self.batch_size, justid=True
         )
         if claimed and claimed[1]:
             self._reread_pending = True
-        summary: Any = self.redis.xpending(events.STREAM, events.GROUP)
+        # Keep every event not applied yet, and the applied ones for a while (live readers).
         horizon_ms = int((time.time() - RETENTION_SECONDS) * 1000)
-        oldest_pending = summary.get("min") if summary and summary.get("pending") else None
-        if oldest_pending:
-            oldest = oldest_pending.decode() if isinstance(oldest_pending, bytes) else str(oldest_pending)
-            horizon_ms = min(horizon_ms, int(oldest.split("-", 1)[0]))
-        # Entries delivered to nobody yet are newer than the group's last delivered id.
+        oldest = oldest_unapplied_ms(self.redis)
+        if oldest is not None:
+            horizon_ms = min(horizon_ms, oldest)
         self.redis.xtrim(events.STREAM, minid=f"{horizon_ms}-0", approximate=True)
 
 
@@ -349,10 +399,8 @@ class MirrorThread(threading.Thread):
                 if self._sleep_or_stop(wait) and stopping:
                     break
         if self.alive_key is not None:
-            try:
+            with contextlib.suppress(redis_lib.RedisError):
                 self.redis.delete(self.alive_key)
-            except redis_lib.RedisError:
-                pass
         connection.close()
 
     def _sleep_or_stop(self, seconds: float) -> bool:
@@ -366,8 +414,6 @@ def _alive_ttl() -> int:
 
 
 def _discard_broken_connection() -> None:
-    try:
+    with contextlib.suppress(DatabaseError):
         connection.close()
-    except DatabaseError:
-        pass
     close_old_connections()

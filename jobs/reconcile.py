@@ -21,6 +21,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.utils import timezone
@@ -28,7 +29,8 @@ from redis import Redis
 from rq.job import Job as RQJob
 from rq.worker import Worker as RQWorker
 
-from jobs import events, queues, services
+from jobs import queues, services
+from jobs.mirror import oldest_unapplied_ms
 from jobs.models import Job
 from jobs.statuses import ACTIVE, JobStatus
 from jobs.worker import PRODUCT_WORKERS, alive_key
@@ -52,28 +54,8 @@ class ReconcileReport:
 
 def mirror_backlog_age(conn: Redis) -> float:
     """Seconds since the oldest event the mirror has not applied yet (0 when none)."""
-    oldest_ms: int | None = None
-    try:
-        summary = conn.xpending(events.STREAM, events.GROUP)
-        if summary and summary.get("pending"):
-            min_id = summary["min"].decode() if isinstance(summary["min"], bytes) else str(summary["min"])
-            oldest_ms = int(min_id.split("-", 1)[0])
-        groups = conn.xinfo_groups(events.STREAM)
-    except Exception:  # no stream or group yet: nothing is behind
-        return 0.0
-    for group in groups:
-        name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
-        if name != events.GROUP:
-            continue
-        last = group["last-delivered-id"]
-        last = last.decode() if isinstance(last, bytes) else str(last)
-        undelivered = conn.xrange(events.STREAM, min=f"({last}", count=1)
-        if undelivered:
-            first_ms = int(undelivered[0][0].decode().split("-", 1)[0])
-            oldest_ms = first_ms if oldest_ms is None else min(oldest_ms, first_ms)
-    if oldest_ms is None:
-        return 0.0
-    return max(0.0, time.time() - oldest_ms / 1000)
+    oldest_ms = oldest_unapplied_ms(conn)
+    return 0.0 if oldest_ms is None else max(0.0, time.time() - oldest_ms / 1000)
 
 
 def _worker_alive(conn: Redis, names: list[str]) -> dict[str, bool]:
@@ -82,7 +64,7 @@ def _worker_alive(conn: Redis, names: list[str]) -> dict[str, bool]:
             pipe.exists(alive_key(name))
             pipe.sismember(PRODUCT_WORKERS, name)
             pipe.exists(RQWorker.redis_worker_namespace_prefix + name)
-        answers = pipe.execute()
+        answers: Any = pipe.execute()
     alive = {}
     for index, name in enumerate(names):
         has_alive_key, is_product, has_rq_key = answers[index * 3 : index * 3 + 3]
@@ -107,7 +89,20 @@ def reconcile() -> ReconcileReport:
         chunk_qs = Job.objects.filter(status__in=watched).order_by("pk")
         if last_pk is not None:
             chunk_qs = chunk_qs.filter(pk__gt=last_pk)
-        chunk = list(chunk_qs.only("id", "type", "queue", "status", "worker_name", "attempts", "mirror_seq", "created_at", "started_at", "max_attempts")[:CHUNK])
+        chunk = list(
+            chunk_qs.only(
+                "id",
+                "type",
+                "queue",
+                "status",
+                "worker_name",
+                "attempts",
+                "mirror_seq",
+                "created_at",
+                "started_at",
+                "max_attempts",
+            )[:CHUNK]
+        )
         if not chunk:
             break
         last_pk = chunk[-1].pk
@@ -115,7 +110,9 @@ def reconcile() -> ReconcileReport:
             for row in chunk:
                 pipe.exists(RQJob.key_for(row.rq_id))
             exists = pipe.execute()
-        started_workers = sorted({row.worker_name for row in chunk if row.status == JobStatus.STARTED and row.worker_name})
+        started_workers = sorted(
+            {row.worker_name for row in chunk if row.status == JobStatus.STARTED and row.worker_name}
+        )
         alive = _worker_alive(conn, started_workers) if started_workers else {}
         for row, in_redis in zip(chunk, exists, strict=True):
             if row.created_at > cutoff:

@@ -122,10 +122,9 @@ def job_type(
 
     def register(func: Callable[[Any], Any]) -> Callable[[Any], Any]:
         existing = _registry.get(name)
-        if existing is not None and existing.func is not func:
-            # Re-importing the same module is harmless; two functions under one name is a bug.
-            if (existing.func.__module__, existing.func.__qualname__) != (func.__module__, func.__qualname__):
-                raise ValueError(f"job type {name!r} is already registered by {existing.func.__module__}")
+        # Re-importing the same module is harmless; two functions under one name is a bug.
+        if existing is not None and _origin(existing.func) != _origin(func):
+            raise ValueError(f"job type {name!r} is already registered by {existing.func.__module__}")
         _registry[name] = JobType(
             name=name,
             func=func,
@@ -138,6 +137,10 @@ def job_type(
         return func
 
     return register
+
+
+def _origin(func: Callable[[Any], Any]) -> tuple[str, str]:
+    return func.__module__, func.__qualname__
 
 
 def get(name: Any) -> JobType:

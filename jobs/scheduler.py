@@ -7,6 +7,7 @@ Every one of them drains the event stream.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -88,9 +89,7 @@ class Scheduler:
                     log.exception("scheduler: unexpected error")
                 self.stop_requested.wait(self.tick)
         finally:
-            try:
+            with contextlib.suppress(redis_lib.RedisError):
                 self.redis.eval(_RELEASE, 1, LOCK_KEY, self.name)
-            except redis_lib.RedisError:
-                pass
             mirror.stop()
             log.info("%s stopped", self.name)

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import redis as redis_lib
 from django.contrib.auth.base_user import AbstractBaseUser
@@ -28,8 +28,9 @@ from django.utils import timezone
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job as RQJob
-from rq.registry import ScheduledJobRegistry
+from rq.job import JobStatus as RQStatus
 from rq.job import Retry
+from rq.registry import ScheduledJobRegistry
 
 from jobs import events, queues, registry, runner
 from jobs.errors import ActionNotAllowed, InvalidJobRequest, QueueUnavailable
@@ -172,7 +173,7 @@ def jobs_enqueue(*, requests: Sequence[JobRequest], user: AbstractBaseUser | Non
                 max_attempts=spec.retry.max_attempts,
                 timeout=spec.timeout,
                 scheduled_for=run_at,
-                created_by=user if user is not None and user.is_authenticated else None,
+                created_by=cast(Any, user) if user is not None and user.is_authenticated else None,
             )
         )
     if errors:
@@ -214,7 +215,9 @@ def jobs_dispatch_pending(*, job_ids: Iterable[Any] | None = None, older_than: t
         pending = pending.filter(created_at__lt=timezone.now() - older_than)
     dispatched = 0
     for row in pending.order_by("created_at")[:1000]:
-        new_status = JobStatus.SCHEDULED if row.scheduled_for and row.scheduled_for > timezone.now() else JobStatus.QUEUED
+        new_status = (
+            JobStatus.SCHEDULED if row.scheduled_for and row.scheduled_for > timezone.now() else JobStatus.QUEUED
+        )
         claimed = Job.objects.filter(id=row.id, status=JobStatus.PENDING).update(
             status=new_status, enqueued_at=None if new_status == JobStatus.SCHEDULED else timezone.now()
         )
@@ -271,11 +274,12 @@ def job_retry(*, job: Job, user: AbstractBaseUser | None = None) -> Job:
             old = _fetch_rq_job(row)
             with conn.pipeline() as pipe:
                 if old is not None:
+                    old_queue = queues.get_queue(old.origin)
                     for registry_ in (
-                        old.failed_job_registry,
-                        old.finished_job_registry,
-                        old.canceled_job_registry,
-                        old.started_job_registry,
+                        old_queue.failed_job_registry,
+                        old_queue.finished_job_registry,
+                        old_queue.canceled_job_registry,
+                        old_queue.started_job_registry,
                     ):
                         registry_.remove(old, pipeline=pipe)
                     pipe.delete(old.key)
@@ -295,10 +299,10 @@ def job_cancel(*, job: Job) -> Job:
             rq_job = _fetch_rq_job(row)
             if rq_job is not None:
                 status = rq_job.get_status(refresh=False)
-                if status == JobStatus.STARTED:
+                if status == RQStatus.STARTED:
                     # A worker took it meanwhile: the mirror will say so.
                     raise ActionNotAllowed("cancel", JobStatus.STARTED, CANCELABLE)
-                if status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED):
+                if status in (RQStatus.QUEUED, RQStatus.SCHEDULED, RQStatus.DEFERRED):
                     rq_job.cancel()
             row.status = JobStatus.CANCELED
             row.ended_at = timezone.now()
@@ -360,7 +364,7 @@ def job_remove(*, job: Job) -> None:
             _require(row, "remove", REMOVABLE)
             rq_job = _fetch_rq_job(row)
             if rq_job is not None:
-                if rq_job.get_status(refresh=False) == JobStatus.STARTED:
+                if rq_job.get_status(refresh=False) == RQStatus.STARTED:
                     raise ActionNotAllowed("remove", JobStatus.STARTED, REMOVABLE)
                 rq_job.delete()
             row.delete()
@@ -403,7 +407,6 @@ def job_give_up_on(*, job: Job, outcome: str, reason: str) -> Job:
     wins over this verdict.
     """
     from jobs.models import JobAttempt
-    from jobs.statuses import AttemptOutcome
 
     spec = registry.get(job.type)
     now = timezone.now()
@@ -440,10 +443,11 @@ def job_give_up_on(*, job: Job, outcome: str, reason: str) -> Job:
                 else:
                     rq_job = _fetch_rq_job(row)
                     if rq_job is not None:
-                        rq_job.set_status(JobStatus.FAILED, pipeline=pipe)
-                        queue.failed_job_registry.add(rq_job, ttl=_settings("JOBS_FAILURE_TTL"), exc_string=reason, pipeline=pipe)
+                        rq_job.set_status(RQStatus.FAILED, pipeline=pipe)
+                        queue.failed_job_registry.add(
+                            rq_job, ttl=_settings("JOBS_FAILURE_TTL"), exc_string=reason, pipeline=pipe
+                        )
                 pipe.execute()
         except _redis_errors() as exc:
             raise QueueUnavailable(str(exc)) from exc
-    _ = AttemptOutcome  # outcome values are AttemptOutcome values
     return row

@@ -41,9 +41,7 @@ TERMINAL = frozenset(
 ACTIVE = WAITING | {JobStatus.STARTED}
 
 #: Which statuses each action applies to.
-RETRYABLE = frozenset(
-    {JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED, JobStatus.ABANDONED, JobStatus.LOST}
-)
+RETRYABLE = frozenset({JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED, JobStatus.ABANDONED, JobStatus.LOST})
 CANCELABLE = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED, JobStatus.PENDING})
 STOPPABLE = frozenset({JobStatus.STARTED})
 PROMOTABLE = frozenset({JobStatus.SCHEDULED})

@@ -99,7 +99,16 @@ class MirrorWorkerMixin:
             else:
                 requeued = 1
         events.emit(
-            pipeline, job.id, events.FAILED, attempt, w=self.name, s=started, x=error, tb=traceback, n=next_at, q=requeued
+            pipeline,
+            job.id,
+            events.FAILED,
+            attempt,
+            w=self.name,
+            s=started,
+            x=error,
+            tb=traceback,
+            n=next_at,
+            q=requeued,
         )
 
     # --- the mirror thread ----------------------------------------------------
@@ -107,9 +116,11 @@ class MirrorWorkerMixin:
     def work(self, *args: Any, **kwargs: Any) -> bool:
         # A connection of its own: RQ raises this worker's socket timeout for BLPOP,
         # and the thread must not share a connection pool with the work horse.
-        mirror_redis = Redis(connection_pool=type(self.connection.connection_pool)(
-            **{**self.connection.connection_pool.connection_kwargs, "socket_timeout": 10}
-        ))
+        mirror_redis = Redis(
+            connection_pool=type(self.connection.connection_pool)(
+                **{**self.connection.connection_pool.connection_kwargs, "socket_timeout": 10}
+            )
+        )
         with mirror_redis.pipeline() as pipe:
             pipe.sadd(PRODUCT_WORKERS, self.name)
             pipe.set(alive_key(self.name), "1", ex=settings.JOBS_WORKER_DEAD_AFTER)
@@ -117,7 +128,7 @@ class MirrorWorkerMixin:
         self._mirror_thread = MirrorThread(mirror_redis, consumer=self.name, alive_key=alive_key(self.name))
         self._mirror_thread.start()
         try:
-            return super().work(*args, **kwargs)  # type: ignore[misc,no-any-return]
+            return super().work(*args, **kwargs)  # type: ignore[misc]
         finally:
             # Graceful shutdown: what this worker did is in the database before it exits.
             self._mirror_thread.stop()

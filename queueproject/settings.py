@@ -149,7 +149,7 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
     _database.setdefault("TEST", {})["NAME"] = str(BASE_DIR / "test-db.sqlite3")
 else:
     _database["CONN_HEALTH_CHECKS"] = True
-DATABASES: dict[str, dict[str, Any]] = {"default": _database}
+DATABASES: dict[str, Any] = {"default": _database}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -1,0 +1,139 @@
+"""Fixtures: a clean test Redis, and real worker and scheduler processes on the test database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from jobs import queues
+
+BASE_DIR = Path(settings.BASE_DIR)
+
+
+@pytest.fixture(autouse=True)
+def redis_db() -> Iterator[Any]:
+    """Every test starts with an empty test Redis database (never the default one)."""
+    conn = queues.redis()
+    db = conn.connection_pool.connection_kwargs.get("db")
+    assert db == 15, f"tests must run against Redis database 15, not {db}"
+    conn.flushdb()
+    yield conn
+    conn.flushdb()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1, message: str = "") -> Any:
+    """Poll until `predicate()` is truthy; return its value or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {message or predicate}")
+        time.sleep(interval)
+
+
+def _database_url() -> str:
+    """The test database as a URL, for processes started by the tests."""
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    user = quote(db.get("USER") or "")
+    password = quote(db.get("PASSWORD") or "")
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    return f"postgres://{auth}{db.get('HOST') or 'localhost'}:{db.get('PORT') or 5432}/{db['NAME']}"
+
+
+class Processes:
+    """Starts manage.py commands against the test database and stops them at the end."""
+
+    def __init__(self, tmp_path: Path):
+        self.tmp_path = tmp_path
+        self.started: list[tuple[subprocess.Popen[bytes], Path]] = []
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update({"DATABASE_URL": _database_url(), "PYTHONUNBUFFERED": "1", "LOG_LEVEL": "INFO"})
+        env.update(extra)
+        return env
+
+    def start(self, *args: str, **env: str) -> subprocess.Popen[bytes]:
+        log_path = self.tmp_path / f"{args[0]}-{len(self.started)}.log"
+        log = log_path.open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", *args],
+            cwd=BASE_DIR,
+            env=self.env(**env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: a kill reaches the work horse too
+        )
+        self.started.append((process, log_path))
+        return process
+
+    def worker(self, *queue_names: str, worker_class: str | None = None, **env: str) -> subprocess.Popen[bytes]:
+        args = ["rqworker", *(queue_names or queues.QUEUE_NAMES)]
+        if worker_class:
+            args += ["--worker-class", worker_class]
+        process = self.start(*args, **env)
+        self.wait_until_listening(process)
+        return process
+
+    def scheduler(self, **env: str) -> subprocess.Popen[bytes]:
+        return self.start("runscheduler", "--tick", "0.2", **env)
+
+    def log(self, process: subprocess.Popen[bytes]) -> str:
+        for candidate, path in self.started:
+            if candidate is process:
+                return path.read_text(errors="replace")
+        return ""
+
+    def wait_until_listening(self, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+        def listening() -> bool:
+            if process.poll() is not None:
+                pytest.fail(f"worker exited early:\n{self.log(process)}")
+            return "Listening on" in self.log(process)
+
+        wait_for(listening, timeout, message="the worker to listen")
+
+    def stop_all(self) -> None:
+        for process, _ in self.started:
+            if process.poll() is None:
+                with _suppress_lookup():
+                    os.killpg(process.pid, signal.SIGTERM)
+        for process, path in self.started:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                with _suppress_lookup():
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=5)
+            if os.environ.get("SHOW_PROCESS_LOGS"):
+                sys.stderr.write(f"--- {path.name}\n{path.read_text(errors='replace')}\n")
+
+
+class _suppress_lookup:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> bool:
+        return exc_type is ProcessLookupError
+
+
+@pytest.fixture
+def processes(transactional_db: None, tmp_path: Path) -> Iterator[Processes]:
+    """Real `manage.py rqworker` / `runscheduler` processes; the test's data is committed for them."""
+    procs = Processes(tmp_path)
+    yield procs
+    procs.stop_all()

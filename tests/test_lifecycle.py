@@ -1,0 +1,91 @@
+"""A job of each built-in type runs through a real worker and its row tells the whole story."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.core.files.storage import default_storage
+
+from jobs import services
+from jobs.models import Job
+from jobs.statuses import AttemptOutcome, JobStatus
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def finished(job: Job, timeout: float = 30) -> Job:
+    def done():
+        job.refresh_from_db()
+        return job.status in {JobStatus.FINISHED, JobStatus.FAILED}
+
+    wait_for(done, timeout, message=f"job {job.id} to end")
+    return job
+
+
+def test_example_job_reports_progress_and_finishes_with_its_result(processes):
+    processes.worker()
+    job = services.job_enqueue(type="example", params={"duration": 1.0, "steps": 5, "message": "hi"})
+    assert job.status == JobStatus.QUEUED
+
+    seen_progress = set()
+
+    def progressing():
+        job.refresh_from_db()
+        if job.status == JobStatus.STARTED:
+            seen_progress.add(job.progress)
+        return job.status == JobStatus.FINISHED
+
+    wait_for(progressing, 30, interval=0.05, message="the example job to finish")
+    assert job.result == {"slept": 1.0, "message": "hi"}
+    assert job.progress == 100
+    assert job.attempts == 1
+    assert job.started_at and job.ended_at and job.ended_at > job.started_at
+    assert job.worker_name
+    assert any(0 < p < 100 for p in seen_progress), f"no intermediate progress seen: {seen_progress}"
+    [attempt] = job.attempt_set.all()
+    assert attempt.outcome == AttemptOutcome.FINISHED
+    assert attempt.worker_name == job.worker_name
+
+
+def test_email_job_sends_through_the_configured_backend(processes, tmp_path: Path):
+    mail_dir = tmp_path / "mail"
+    processes.worker(EMAIL_FILE_PATH=str(mail_dir))
+    job = services.job_enqueue(
+        type="email", params={"to": ["ada@example.com"], "subject": "Report ready", "body": "See attached."}
+    )
+    assert job.queue == "high"
+    finished(job)
+    assert job.status == JobStatus.FINISHED, job.error
+    assert job.result["sent"] == 1
+    [sent] = list(mail_dir.iterdir())
+    text = sent.read_text()
+    assert "Subject: Report ready" in text
+    assert "To: ada@example.com" in text
+
+
+def test_report_job_writes_a_csv_of_the_history_and_links_to_it(processes, tmp_path: Path, settings_media):
+    processes.worker(MEDIA_ROOT=str(settings_media))
+    services.job_enqueue(type="example", params={"duration": 0})
+    services.job_enqueue(type="example", params={"duration": 0})
+    report = services.job_enqueue(type="report")
+    finished(report)
+    assert report.status == JobStatus.FINISHED, report.error
+    assert report.result["download_url"] == f"/reports/{report.id}.csv"
+    rows = list(csv.DictReader(io.StringIO((settings_media / report.result["file"]).read_text())))
+    by_type = {(row["type"], row["status"]): int(row["jobs"]) for row in rows}
+    # The report counts the history as it was: both example jobs, and itself (queued or started).
+    assert sum(count for (kind, _), count in by_type.items() if kind == "example") == 2
+    assert sum(count for (kind, _), count in by_type.items() if kind == "report") == 1
+
+
+@pytest.fixture
+def settings_media(tmp_path: Path, settings) -> Path:
+    media = tmp_path / "media"
+    settings.MEDIA_ROOT = media
+    default_storage._wrapped = default_storage._setup() or default_storage._wrapped  # type: ignore[attr-defined]
+    return media
