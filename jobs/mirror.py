@@ -326,7 +326,7 @@ class Drainer:
         claimed: Any = self.redis.xautoclaim(
             events.STREAM, events.GROUP, self.consumer, min_idle_time=CLAIM_IDLE_MS, count=self.batch_size, justid=True
         )
-        if claimed and claimed[1]:
+        if claimed:  # with justid, redis-py returns just the claimed ids
             self._reread_pending = True
         # Keep every event not applied yet, and the applied ones for a while (live readers).
         horizon_ms = int((time.time() - RETENTION_SECONDS) * 1000)

@@ -123,6 +123,7 @@ def _push(rows: Sequence[Job]) -> None:
     """Put the rows' jobs on their queues (or in the scheduled registry) in one round trip."""
     conn = queues.redis()
     with conn.pipeline() as pipe:
+        pipe.multi()
         for row in rows:
             spec = registry.get(row.type)
             queue = queues.get_queue(row.queue)
@@ -240,6 +241,34 @@ def _fetch_rq_job(row: Job) -> RQJob | None:
         return None
 
 
+def _forget_rq_job(rq_job: RQJob, pipe: Any) -> None:
+    """Take an old RQ job out of every registry and delete it, before it is enqueued anew."""
+    queue = queues.get_queue(rq_job.origin)
+    for registry_ in (
+        queue.failed_job_registry,
+        queue.finished_job_registry,
+        queue.canceled_job_registry,
+        queue.scheduled_job_registry,
+        queue.deferred_job_registry,
+    ):
+        pipe.zrem(registry_.key, rq_job.id)
+    _forget_executions(queue, rq_job.id, pipe)
+    pipe.delete(rq_job.key)
+
+
+def _forget_executions(queue: Any, job_id: str, pipe: Any) -> None:
+    """Drop a job's entries (`<job id>:<execution id>`) from the started registry.
+
+    Left there, RQ's own registry cleanup would later treat the job as abandoned
+    and retry or fail it behind our back.
+    """
+    key = queue.started_job_registry.key
+    prefix = f"{job_id}:".encode()
+    stale = [member for member in queues.redis().zrange(key, 0, -1) if member.startswith(prefix)]
+    if stale:
+        pipe.zrem(key, *stale)
+
+
 def _require(row: Job, action: str, allowed: frozenset[str]) -> None:
     if row.status not in allowed:
         raise ActionNotAllowed(action, row.status, allowed)
@@ -273,16 +302,9 @@ def job_retry(*, job: Job, user: AbstractBaseUser | None = None) -> Job:
             conn = queues.redis()
             old = _fetch_rq_job(row)
             with conn.pipeline() as pipe:
+                pipe.multi()
                 if old is not None:
-                    old_queue = queues.get_queue(old.origin)
-                    for registry_ in (
-                        old_queue.failed_job_registry,
-                        old_queue.finished_job_registry,
-                        old_queue.canceled_job_registry,
-                        old_queue.started_job_registry,
-                    ):
-                        registry_.remove(old, pipeline=pipe)
-                    pipe.delete(old.key)
+                    _forget_rq_job(old, pipe)
                 queues.get_queue(row.queue).enqueue_job(_build_rq_job(row, spec), pipeline=pipe)
                 pipe.execute()
     except _redis_errors() as exc:
@@ -341,10 +363,11 @@ def job_promote(*, job: Job) -> Job:
             queue = queues.get_queue(row.queue)
             rq_job = _fetch_rq_job(row)
             with conn.pipeline() as pipe:
+                pipe.multi()
                 if rq_job is None:
                     queue.enqueue_job(_build_rq_job(row, registry.get(row.type)), pipeline=pipe)
                 else:
-                    ScheduledJobRegistry(queue=queue).remove(rq_job, pipeline=pipe)
+                    pipe.zrem(queue.scheduled_job_registry.key, rq_job.id)
                     queue.enqueue_job(rq_job, pipeline=pipe, at_front=True)
                 pipe.execute()
             row.status = JobStatus.QUEUED
@@ -435,8 +458,9 @@ def job_give_up_on(*, job: Job, outcome: str, reason: str) -> Job:
         conn = queues.redis()
         try:
             with conn.pipeline() as pipe:
+                pipe.multi()
                 queue = queues.get_queue(row.queue)
-                queue.started_job_registry.remove(row.rq_id, pipeline=pipe)
+                _forget_executions(queue, row.rq_id, pipe)
                 if retry:
                     pipe.delete(RQJob.key_for(row.rq_id))
                     queue.enqueue_job(_build_rq_job(row, spec), pipeline=pipe)

@@ -146,7 +146,9 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     _database["CONN_MAX_AGE"] = 0 if _database["NAME"] == ":memory:" else _database["CONN_MAX_AGE"]
-    _database.setdefault("TEST", {})["NAME"] = str(BASE_DIR / "test-db.sqlite3")
+    # Tests use a file (worker processes must see it) beside the database: test-<name>.
+    _name = Path(str(_database["NAME"]))
+    _database.setdefault("TEST", {})["NAME"] = str(_name.with_name(f"test-{_name.name}"))
 else:
     _database["CONN_HEALTH_CHECKS"] = True
 DATABASES: dict[str, Any] = {"default": _database}
