@@ -146,8 +146,11 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
     _database["CONN_MAX_AGE"] = 0 if _database["NAME"] == ":memory:" else _database["CONN_MAX_AGE"]
-    # Tests use a file (worker processes must see it) beside the database: test-<name>.
     _name = Path(str(_database["NAME"]))
+    if _database["NAME"] != ":memory:" and not _name.is_absolute():
+        _name = BASE_DIR / _name  # relative to the project, not to where a command runs
+        _database["NAME"] = str(_name)
+    # Tests use a file (worker processes must see it) beside the database: test-<name>.
     _database.setdefault("TEST", {})["NAME"] = str(_name.with_name(f"test-{_name.name}"))
 else:
     _database["CONN_HEALTH_CHECKS"] = True
@@ -192,7 +195,7 @@ JOBS_RECONCILE_INTERVAL = env_float("JOBS_RECONCILE_INTERVAL", 10.0)
 # Your own modules that register job types (comma-separated dotted paths).
 JOBS_MODULES = env_list("JOBS_MODULES", "")
 # Where the report job writes its files.
-MEDIA_ROOT = Path(env("MEDIA_ROOT", str(BASE_DIR / "media")))
+MEDIA_ROOT = BASE_DIR / env("MEDIA_ROOT", "media")  # relative paths are relative to the project
 MEDIA_URL = "/media/"
 
 # --- E-mail ------------------------------------------------------------------
