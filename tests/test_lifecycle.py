@@ -87,3 +87,42 @@ def test_report_job_writes_a_csv_of_the_history_and_links_to_it(processes, setti
 def settings_media(tmp_path: Path) -> Path:
     """Where the worker process writes report files."""
     return tmp_path / "media"
+
+
+def test_a_running_job_can_be_stopped_and_is_recorded_as_stopped(processes):
+    processes.worker()
+    job = services.job_enqueue(type="example", params={"duration": 30, "steps": 30})
+    wait_for(lambda: Job.objects.get(pk=job.pk).status == JobStatus.STARTED, 20, message="the job to start")
+    services.job_stop(job=Job.objects.get(pk=job.pk))
+
+    def stopped():
+        job.refresh_from_db()
+        return job.status == JobStatus.STOPPED
+
+    wait_for(stopped, 20, message="the job to be stopped")
+    assert job.ended_at is not None
+    [attempt] = job.attempt_set.all()
+    assert attempt.outcome == AttemptOutcome.STOPPED
+    # A stopped job may be retried.
+    retried = services.job_retry(job=job)
+    assert retried.status == JobStatus.QUEUED
+
+
+def test_the_simple_worker_class_mirrors_too(processes):
+    processes.worker(worker_class="jobs.worker.SimpleWorker")
+    ok = services.job_enqueue(type="example", params={"duration": 0.2, "steps": 2})
+    bad = services.job_enqueue(type="example", params={"duration": 0, "fail": True}, queue="high")
+    finished(ok)
+    assert ok.status == JobStatus.FINISHED
+    assert ok.result == {"slept": 0.2, "message": ""}
+
+    def first_failure_recorded():
+        bad.refresh_from_db()
+        return bad.attempt_set.filter(outcome=AttemptOutcome.FAILED).exists()
+
+    wait_for(first_failure_recorded, 20, message="the failure to be mirrored")
+    # No scheduler runs here: the job waits for its retry, and says when.
+    assert bad.status == JobStatus.SCHEDULED
+    assert bad.scheduled_for is not None
+    assert "the example job was asked to fail" in bad.error
+    assert "Traceback" in bad.attempt_set.get().traceback

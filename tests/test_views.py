@@ -1,0 +1,49 @@
+"""The report download link that a report job's result points to."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.contrib.auth.models import Permission, User
+from django.core.files.base import ContentFile
+from django.core.files.storage import default_storage
+
+from jobs.tasks.report import report_path
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def report_file(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    job_id = str(uuid.uuid4())
+    default_storage.save(report_path(job_id), ContentFile(b"type,status,jobs,avg_seconds\nexample,finished,2,1.000\n"))
+    return job_id
+
+
+def test_a_viewer_downloads_the_csv(client, report_file):
+    user = User.objects.create_user("viewer", password="pw")
+    user.user_permissions.add(Permission.objects.get(codename="view_job"))
+    client.force_login(user)
+    response = client.get(f"/reports/{report_file}.csv")
+    assert response.status_code == 200
+    assert response["Content-Disposition"] == f'attachment; filename="report-{report_file}.csv"'
+    assert b"example,finished,2" in b"".join(response.streaming_content)
+
+
+def test_anonymous_users_are_sent_to_log_in(client, report_file):
+    response = client.get(f"/reports/{report_file}.csv")
+    assert response.status_code == 302
+    assert "/admin/login/" in response["Location"]
+
+
+def test_users_without_permission_are_refused(client, report_file):
+    client.force_login(User.objects.create_user("nobody", password="pw"))
+    assert client.get(f"/reports/{report_file}.csv").status_code == 403
+
+
+def test_a_missing_report_is_404(client, settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    client.force_login(User.objects.create_superuser("admin", password="pw"))
+    assert client.get(f"/reports/{uuid.uuid4()}.csv").status_code == 404
