@@ -264,7 +264,8 @@ def _forget_executions(queue: Any, job_id: str, pipe: Any) -> None:
     """
     key = queue.started_job_registry.key
     prefix = f"{job_id}:".encode()
-    stale = [member for member in queues.redis().zrange(key, 0, -1) if member.startswith(prefix)]
+    members: list[bytes] = cast(list[bytes], queues.redis().zrange(key, 0, -1))
+    stale = [member for member in members if member.startswith(prefix)]
     if stale:
         pipe.zrem(key, *stale)
 
