@@ -61,6 +61,7 @@ def test_email_job_sends_through_the_configured_backend(processes, tmp_path: Pat
     assert job.queue == "high"
     finished(job)
     assert job.status == JobStatus.FINISHED, job.error
+    assert job.result is not None
     assert job.result["sent"] == 1
     [sent] = list(mail_dir.iterdir())
     text = sent.read_text()
