@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 #: An event whose row is not in the database yet (its transaction has not
 #: committed) is retried until it is this old, then dropped with a warning.
 ORPHAN_GRACE_SECONDS = 60.0
+#: Bounds of the back-off for re-reading events whose row was not visible yet.
+WAITING_RETRY_MIN = 0.02
+WAITING_RETRY_MAX = 1.0
 #: Pending events of a consumer idle this long are taken over by another.
 CLAIM_IDLE_MS = 30_000
 #: Applied events stay on the stream this long for live readers.
@@ -237,6 +240,9 @@ class Drainer:
         self.batch_size = batch_size
         self._reread_pending = True
         self._last_pending_read = 0.0
+        # How soon to look again at events whose row was not visible: a worker can
+        # start a job a moment before the transaction that wrote its row commits.
+        self._waiting_retry = WAITING_RETRY_MIN
         self._last_housekeeping = 0.0
 
     def ensure_group(self) -> None:
@@ -274,15 +280,18 @@ class Drainer:
         Raises DatabaseError or redis errors: the caller decides how to wait.
         """
         now = time.monotonic()
-        if self._reread_pending or now - self._last_pending_read > 1.0:
+        rereading = self._reread_pending or now - self._last_pending_read > self._waiting_retry
+        batch: list[Event] = []
+        if rereading:
             # Our own delivered-but-unacknowledged events first: after a database
             # error, or rows that were not committed yet when we first saw them.
             self._last_pending_read = now
-            batch = self._read("0", None)
             self._reread_pending = False
+            batch = self._read("0", None)
             if not batch:
-                batch = self._read(">", block_ms)
-        else:
+                self._waiting_retry = WAITING_RETRY_MIN  # nothing is waiting any more
+        if not batch:
+            rereading = False
             batch = self._read(">", block_ms)
         if not batch:
             return 0
@@ -297,8 +306,9 @@ class Drainer:
             result = self._apply_one_by_one(batch)
         if result.applied:
             self.redis.xack(events.STREAM, events.GROUP, *result.applied)
-        if result.waiting:
-            self._reread_pending = False  # re-read on the 1 s timer, not in a tight loop
+        if result.waiting and rereading:
+            # Still not visible: look again less and less often, not in a tight loop.
+            self._waiting_retry = min(self._waiting_retry * 2, WAITING_RETRY_MAX)
         return len(result.applied)
 
     def _apply_one_by_one(self, batch: list[Event]) -> ApplyResult:
