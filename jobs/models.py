@@ -59,7 +59,6 @@ class Job(models.Model):
             models.Index(fields=["created_by", "-created_at"], name="job_created_by_idx"),
             models.Index(fields=["-ended_at"], name="job_ended_idx"),
         ]
-        permissions = [("stop_job", "Can stop a running job")]
 
     def __str__(self) -> str:
         return f"{self.type} {self.id} ({self.status})"
@@ -95,3 +94,49 @@ class JobAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"attempt {self.number} of {self.job_id}: {self.outcome}"
+
+
+class JobCountDelta(models.Model):
+    """+1/-1 per status change of a job, written by database triggers (never by code).
+
+    Insert-only, so concurrent writers never wait on one another; the scheduler
+    folds these rows into `JobCount` and `JobEndMinute` every few seconds.
+    """
+
+    queue = models.CharField(max_length=50)
+    status = models.CharField(max_length=16)
+    delta = models.SmallIntegerField()
+    at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.queue}/{self.status} {self.delta:+d}"
+
+
+class JobCount(models.Model):
+    """How many jobs are in each status, per queue (folded from `JobCountDelta`)."""
+
+    queue = models.CharField(max_length=50)
+    status = models.CharField(max_length=16)
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["queue", "status"], name="jobcount_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.queue}/{self.status}: {self.count}"
+
+
+class JobEndMinute(models.Model):
+    """How many jobs ended (finished or failed) in each minute, per queue: windowed statistics."""
+
+    minute = models.DateTimeField()
+    queue = models.CharField(max_length=50)
+    status = models.CharField(max_length=16)
+    count = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["minute", "queue", "status"], name="jobendminute_unique")]
+        indexes = [models.Index(fields=["minute"], name="jobendminute_minute_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.minute:%Y-%m-%d %H:%M} {self.queue}/{self.status}: {self.count}"

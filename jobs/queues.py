@@ -6,6 +6,7 @@ Workers drain queues in the order of `QUEUE_NAMES` (highest priority first).
 from __future__ import annotations
 
 from functools import cache
+from typing import Any
 
 import django_rq
 from redis import Redis
@@ -42,3 +43,12 @@ def _connection() -> Redis:
 def redis() -> Redis:
     """The shared Redis connection (all queues live on one Redis)."""
     return _connection()
+
+
+#: The set of queue names whose jobs workers leave alone for now.
+PAUSED_KEY = "jobs:paused-queues"
+
+
+def paused_queues(conn: Redis | None = None) -> set[str]:
+    members: Any = (conn or redis()).smembers(PAUSED_KEY)
+    return {member.decode() if isinstance(member, bytes) else str(member) for member in members}

@@ -22,6 +22,7 @@ inside any installed app: both are imported at start-up.
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -88,6 +89,9 @@ class JobType:
             raw = {}
         if not isinstance(raw, dict):
             raise InvalidParams({"params": ["must be a JSON object"]})
+        size = len(json.dumps(raw, default=str))
+        if size > MAX_PARAMS_BYTES:
+            raise InvalidParams({"params": [f"must be at most {MAX_PARAMS_BYTES} bytes as JSON, not {size}"]})
         try:
             model = self.params.model_validate(raw)
         except ValidationError as exc:

@@ -19,7 +19,7 @@ import redis as redis_lib
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 
-from jobs import queues, services
+from jobs import queues, services, stats
 from jobs.mirror import MirrorThread
 from jobs.reconcile import reconcile
 
@@ -66,6 +66,7 @@ class Scheduler:
         if not self._hold_lock():
             return
         services.promote_due_jobs()
+        stats.fold()
         now = time.monotonic()
         if now - self._last_reconcile >= self.reconcile_every:
             self._last_reconcile = now

@@ -23,6 +23,7 @@ from typing import Any, cast
 
 import redis as redis_lib
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
 from django.db import transaction
 from django.utils import timezone
 from rq.command import send_stop_job_command
@@ -143,14 +144,14 @@ def job_enqueue(
     queue: str | None = None,
     delay_seconds: float | None = None,
     run_at: datetime | None = None,
-    user: AbstractBaseUser | None = None,
+    user: AbstractBaseUser | AnonymousUser | None = None,
 ) -> Job:
     """Create a job of a registered type and put it on its way."""
     request = JobRequest(type=type, params=params, queue=queue, delay_seconds=delay_seconds, run_at=run_at)
     return jobs_enqueue(requests=[request], user=user)[0]
 
 
-def jobs_enqueue(*, requests: Sequence[JobRequest], user: AbstractBaseUser | None = None) -> list[Job]:
+def jobs_enqueue(*, requests: Sequence[JobRequest], user: AbstractBaseUser | AnonymousUser | None = None) -> list[Job]:
     """Create many jobs, all or nothing: one insert and one Redis round trip."""
     if not requests:
         return []
@@ -280,7 +281,7 @@ def _locked(job: Job) -> Job:
     return Job.objects.select_for_update().get(pk=job.pk)
 
 
-def job_retry(*, job: Job, user: AbstractBaseUser | None = None) -> Job:
+def job_retry(*, job: Job, user: AbstractBaseUser | AnonymousUser | None = None) -> Job:
     """Run a failed (or stopped, canceled, abandoned, lost) job again, from its row.
 
     Works even after Redis forgot the job. The retry gets a fresh round of the
@@ -476,3 +477,77 @@ def job_give_up_on(*, job: Job, outcome: str, reason: str) -> Job:
         except _redis_errors() as exc:
             raise QueueUnavailable(str(exc)) from exc
     return row
+
+
+def queue_pause(*, name: str) -> None:
+    """Workers stop taking jobs from the queue (the running ones finish); jobs keep arriving."""
+    queues.get_queue(name)  # raises ValueError for an unknown queue
+    try:
+        queues.redis().sadd(queues.PAUSED_KEY, name)
+    except _redis_errors() as exc:
+        raise QueueUnavailable(str(exc)) from exc
+
+
+def queue_resume(*, name: str) -> None:
+    queues.get_queue(name)
+    try:
+        queues.redis().srem(queues.PAUSED_KEY, name)
+    except _redis_errors() as exc:
+        raise QueueUnavailable(str(exc)) from exc
+
+
+#: The actions on one job, by the name the API and admin use.
+ACTIONS = ("retry", "cancel", "stop", "promote", "remove")
+
+
+def job_act(*, job: Job, action: str, user: AbstractBaseUser | AnonymousUser | None = None) -> Job | None:
+    """Apply a named action; returns the job (None once removed)."""
+    if action == "retry":
+        return job_retry(job=job, user=user)
+    if action == "cancel":
+        return job_cancel(job=job)
+    if action == "stop":
+        return job_stop(job=job)
+    if action == "promote":
+        return job_promote(job=job)
+    if action == "remove":
+        job_remove(job=job)
+        return None
+    raise InvalidJobRequest({"action": [f"unknown action {action!r}; actions are {', '.join(ACTIONS)}"]})
+
+
+@dataclass
+class BulkResult:
+    action: str
+    matched: int = 0
+    done: int = 0
+    skipped: int = 0
+
+
+def jobs_act(
+    *, jobs: Any, action: str, user: AbstractBaseUser | AnonymousUser | None = None, batch_size: int = 500
+) -> BulkResult:
+    """Apply an action to every job of a queryset, in batches by primary key.
+
+    Jobs whose status does not allow the action are counted as skipped; a Redis
+    outage stops the run with QueueUnavailable (what was done stays done).
+    """
+    if action not in ACTIONS:
+        raise InvalidJobRequest({"action": [f"unknown action {action!r}; actions are {', '.join(ACTIONS)}"]})
+    result = BulkResult(action=action)
+    last_pk = None
+    base = jobs.order_by("pk")
+    while True:
+        chunk = base.filter(pk__gt=last_pk) if last_pk is not None else base
+        rows = list(chunk[:batch_size])
+        if not rows:
+            return result
+        last_pk = rows[-1].pk
+        for row in rows:
+            result.matched += 1
+            try:
+                job_act(job=row, action=action, user=user)
+            except ActionNotAllowed:
+                result.skipped += 1
+            else:
+                result.done += 1

@@ -29,6 +29,8 @@ from jobs import events, queues
 from jobs.mirror import MirrorThread
 
 ALIVE_KEY = "jobs:worker-alive:{}"
+#: Seconds a worker trusts what it read of the paused queues.
+PAUSE_REFRESH = 1.0
 #: Names of the workers that keep a liveness key (the reconciler trusts only theirs).
 PRODUCT_WORKERS = "jobs:product-workers"
 
@@ -110,6 +112,68 @@ class MirrorWorkerMixin:
             n=next_at,
             q=requeued,
         )
+
+    # --- paused queues ----------------------------------------------------------
+
+    _paused: frozenset[str] = frozenset()
+    _paused_read_at = 0.0
+    queues: list[rq.Queue]
+    _ordered_queues: list[rq.Queue]
+
+    def _paused_queues(self) -> frozenset[str]:
+        """The paused queue names, read from Redis at most once a second."""
+        now = time.monotonic()
+        if now - self._paused_read_at >= PAUSE_REFRESH:
+            self._paused = frozenset(queues.paused_queues(self.connection))
+            self._paused_read_at = now
+        return self._paused
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        """RQ's dequeue, skipping paused queues (a pause takes effect within about a second)."""
+        while True:
+            paused = self._paused_queues()
+            # RQ parks a job taken from a single queue in an intermediate list.
+            from_one_queue = len(self._ordered_queues) == 1
+            if not paused:
+                result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)  # type: ignore[misc]
+            else:
+                active = [queue for queue in self._ordered_queues if queue.name not in paused]
+                if not active:
+                    if timeout is None:  # burst mode: nothing to do
+                        return None
+                    self.heartbeat()  # type: ignore[attr-defined]
+                    time.sleep(PAUSE_REFRESH)
+                    continue
+                everything = self._ordered_queues
+                self._ordered_queues = active
+                try:
+                    # Short waits, so a queue resumed meanwhile is served soon.
+                    result = super().dequeue_job_and_maintain_ttl(  # type: ignore[misc]
+                        None if timeout is None else min(timeout, 5), max_idle_time
+                    )
+                finally:
+                    self._ordered_queues = everything
+                from_one_queue = len(active) == 1
+                if result is not None and from_one_queue and len(self.queues) > 1:
+                    # RQ clears the intermediate list itself only when the worker serves one queue.
+                    self._leave_intermediate(result[1], result[0].id)
+            if result is None:
+                if timeout is None:
+                    return None
+                continue
+            job, queue = result
+            if queue.name in self._paused_queues():
+                # Paused while we were waiting: put the job back where it was.
+                if from_one_queue and len(self.queues) == 1:
+                    self._leave_intermediate(queue, job.id)
+                queue.push_job_id(job.id, at_front=True)
+                continue
+            return result
+
+    def _leave_intermediate(self, queue: rq.Queue, job_id: str) -> None:
+        from rq.intermediate_queue import IntermediateQueue
+
+        self.connection.lrem(IntermediateQueue(queue.key, self.connection).key, 1, job_id)
 
     # --- the mirror thread ----------------------------------------------------
 

@@ -1,0 +1,42 @@
+"""Who may do what: Django's model permissions on Job.
+
+A viewer (view_job) reads; creating needs add_job; retry, cancel, stop and
+promote need change_job; remove needs delete_job.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework.permissions import DjangoModelPermissions
+from rest_framework.request import Request
+
+ACTION_PERMISSIONS = {
+    "retry": "jobs.change_job",
+    "cancel": "jobs.change_job",
+    "stop": "jobs.change_job",
+    "promote": "jobs.change_job",
+    "remove": "jobs.delete_job",
+}
+
+
+class JobPermissions(DjangoModelPermissions):
+    """Model permissions, and reading needs view_job (DRF lets anyone authenticated read by default)."""
+
+    perms_map = {
+        **DjangoModelPermissions.perms_map,
+        "GET": ["%(app_label)s.view_%(model_name)s"],
+        "HEAD": ["%(app_label)s.view_%(model_name)s"],
+        "OPTIONS": [],
+    }
+
+
+class ReadJobs(JobPermissions):
+    """For endpoints that only read (statistics, job types), whatever the method."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return bool(request.user and request.user.is_authenticated and request.user.has_perm("jobs.view_job"))
+
+
+def may_act(request: Request, action: str) -> bool:
+    return bool(request.user.has_perm(ACTION_PERMISSIONS[action]))

@@ -1,0 +1,196 @@
+"""What the API reads and writes. Serializers only parse and render: services decide."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.urls import reverse
+from rest_framework import serializers
+
+from jobs import queues, registry
+from jobs.models import Job, JobAttempt
+from jobs.services import ACTIONS, MAX_BULK, JobRequest
+from jobs.statuses import JobStatus
+
+
+class JobCreateSerializer(serializers.Serializer):
+    type = serializers.CharField(default="example", max_length=100, help_text="A registered job type.")
+    params = serializers.JSONField(
+        default=dict, help_text=f"The type's params (see /api/jobs/types); at most {registry.MAX_PARAMS_BYTES} bytes."
+    )
+    queue = serializers.ChoiceField(
+        choices=list(queues.QUEUE_NAMES), required=False, help_text="Override the type's queue."
+    )
+    delay_seconds = serializers.FloatField(required=False, min_value=0, help_text="Run no sooner than this.")
+    run_at = serializers.DateTimeField(required=False, help_text="Run no sooner than this time.")
+
+    def to_request(self) -> JobRequest:
+        return job_request(self.validated_data)
+
+
+def job_request(data: dict[str, Any]) -> JobRequest:
+    """A validated `JobCreateSerializer` payload as a service request."""
+    return JobRequest(
+        type=data["type"],
+        params=data["params"],
+        queue=data.get("queue"),
+        delay_seconds=data.get("delay_seconds"),
+        run_at=data.get("run_at"),
+    )
+
+
+class JobBulkCreateSerializer(serializers.ListSerializer):
+    child = JobCreateSerializer()
+    min_length = 1
+    max_length = MAX_BULK
+
+
+class JobAttemptSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = JobAttempt
+        fields = ["number", "outcome", "worker_name", "started_at", "ended_at", "error", "traceback", "retry_at"]
+
+
+class JobSerializer(serializers.ModelSerializer):
+    created_by = serializers.IntegerField(source="created_by_id", allow_null=True, read_only=True)
+    duration = serializers.FloatField(read_only=True, allow_null=True, help_text="Seconds the last attempt ran.")
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Job
+        fields = [
+            "id",
+            "url",
+            "type",
+            "queue",
+            "status",
+            "progress",
+            "progress_message",
+            "params",
+            "result",
+            "error",
+            "attempts",
+            "max_attempts",
+            "timeout",
+            "created_at",
+            "enqueued_at",
+            "scheduled_for",
+            "started_at",
+            "ended_at",
+            "duration",
+            "worker_name",
+            "created_by",
+        ]
+        read_only_fields = fields
+
+    def get_url(self, job: Job) -> str:
+        return reverse("jobs-api:job-detail", args=[job.id])
+
+
+class JobDetailSerializer(JobSerializer):
+    timeline = JobAttemptSerializer(source="attempt_set", many=True, read_only=True)
+
+    class Meta(JobSerializer.Meta):
+        fields = [*JobSerializer.Meta.fields, "traceback", "timeline"]
+        read_only_fields = fields
+
+
+class JobActionSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=list(ACTIONS))
+
+
+class JobFilterFieldsSerializer(serializers.Serializer):
+    """The list filters, as a JSON object (for bulk actions)."""
+
+    status = serializers.ListField(child=serializers.ChoiceField(choices=JobStatus.choices), required=False)
+    type = serializers.CharField(required=False)
+    queue = serializers.ChoiceField(choices=list(queues.QUEUE_NAMES), required=False)
+    created_by = serializers.IntegerField(required=False)
+    created_after = serializers.DateTimeField(required=False)
+    created_before = serializers.DateTimeField(required=False)
+    ended_after = serializers.DateTimeField(required=False)
+    ended_before = serializers.DateTimeField(required=False)
+    search = serializers.CharField(required=False, max_length=200)
+
+
+class JobBulkActionSerializer(serializers.Serializer):
+    action = serializers.ChoiceField(choices=list(ACTIONS))
+    filters = JobFilterFieldsSerializer(help_text="Which jobs: the same filters as the list.")
+
+    def validate_filters(self, value: dict[str, Any]) -> dict[str, Any]:
+        if not value:
+            raise serializers.ValidationError("give at least one filter (a bulk action over every job is refused)")
+        return value
+
+
+class JobBulkActionResultSerializer(serializers.Serializer):
+    action = serializers.CharField()
+    matched = serializers.IntegerField(help_text="Jobs the filters selected.")
+    done = serializers.IntegerField(help_text="Jobs the action was applied to.")
+    skipped = serializers.IntegerField(help_text="Jobs whose status did not allow the action.")
+
+
+class RetryPolicySerializer(serializers.Serializer):
+    max_attempts = serializers.IntegerField()
+    base = serializers.FloatField()
+    factor = serializers.FloatField()
+    cap = serializers.FloatField()
+    jitter = serializers.FloatField()
+    retry_lost = serializers.BooleanField()
+
+
+class JobTypeSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    description = serializers.CharField()
+    queue = serializers.CharField()
+    timeout = serializers.IntegerField()
+    retry = RetryPolicySerializer()
+    params_schema = serializers.DictField(source="json_schema", help_text="JSON Schema of the params.")
+
+
+class QueueHealthSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    waiting = serializers.IntegerField(help_text="Jobs on the queue in Redis now.")
+    scheduled = serializers.IntegerField(help_text="Delayed jobs and retries waiting for their time.")
+    running = serializers.IntegerField()
+    paused = serializers.BooleanField()
+    oldest_waiting_age = serializers.FloatField(allow_null=True, help_text="Seconds the oldest waiting job waited.")
+
+
+class QueueStatsSerializer(serializers.Serializer):
+    counts = serializers.DictField(child=serializers.IntegerField(), help_text="Jobs per status, and total.")
+    waiting = serializers.IntegerField(help_text="Jobs on the queue in Redis now.")
+    scheduled = serializers.IntegerField(help_text="Delayed jobs and retries waiting for their time.")
+    running = serializers.IntegerField()
+    paused = serializers.BooleanField()
+    oldest_waiting_age = serializers.FloatField(allow_null=True, help_text="Seconds the oldest waiting job waited.")
+
+
+class WindowSerializer(serializers.Serializer):
+    last_hour = serializers.IntegerField()
+    last_day = serializers.IntegerField()
+
+
+class WorkersSerializer(serializers.Serializer):
+    alive = serializers.IntegerField()
+    busy = serializers.IntegerField()
+
+
+class JobStatsSerializer(serializers.Serializer):
+    queues = serializers.DictField(child=QueueStatsSerializer())
+    totals = serializers.DictField(child=serializers.IntegerField())
+    paused_queues = serializers.ListField(child=serializers.CharField())
+    workers = WorkersSerializer()
+    processed = WindowSerializer(help_text="Jobs that finished or failed.")
+    failed = WindowSerializer()
+    generated_at = serializers.DateTimeField()
+
+
+class ErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+class ValidationErrorSerializer(ErrorSerializer):
+    errors = serializers.DictField(  # type: ignore[assignment]
+        child=serializers.ListField(child=serializers.CharField()), help_text="Messages by field."
+    )

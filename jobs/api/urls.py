@@ -1,0 +1,24 @@
+from django.urls import path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
+from rest_framework.authtoken.views import obtain_auth_token
+
+from jobs.api import views
+
+app_name = "jobs-api"
+
+# A trailing slash is optional everywhere.
+urlpatterns = [
+    re_path(r"^jobs/?$", views.JobListApi.as_view(), name="job-list"),
+    re_path(r"^jobs/stats/?$", views.JobStatsApi.as_view(), name="job-stats"),
+    re_path(r"^jobs/types/?$", views.JobTypeListApi.as_view(), name="job-types"),
+    re_path(r"^jobs/actions/?$", views.JobBulkActionApi.as_view(), name="job-bulk-action"),
+    re_path(r"^jobs/(?P<job_id>[^/]+)/?$", views.JobDetailApi.as_view(), name="job-detail"),
+    re_path(r"^jobs/(?P<job_id>[^/]+)/action/?$", views.JobActionApi.as_view(), name="job-action"),
+    re_path(r"^queues/?$", views.QueueListApi.as_view(), name="queue-list"),
+    re_path(r"^queues/(?P<name>[^/]+)/pause/?$", views.QueuePauseApi.as_view(), name="queue-pause"),
+    re_path(r"^queues/(?P<name>[^/]+)/resume/?$", views.QueueResumeApi.as_view(), name="queue-resume"),
+    path("auth/token/", obtain_auth_token, name="token"),
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="jobs-api:schema"), name="docs"),
+    path("redoc/", SpectacularRedocView.as_view(url_name="jobs-api:schema"), name="redoc"),
+]
