@@ -15,6 +15,7 @@ worker process itself. What they add to RQ:
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -31,6 +32,8 @@ from jobs.mirror import MirrorThread
 ALIVE_KEY = "jobs:worker-alive:{}"
 #: Seconds a worker trusts what it read of the paused queues.
 PAUSE_REFRESH = 1.0
+#: Longest wait on the queues not paused before looking at the pauses again.
+PAUSE_POLL = 5
 #: Names of the workers that keep a liveness key (the reconciler trusts only theirs).
 PRODUCT_WORKERS = "jobs:product-workers"
 
@@ -130,37 +133,43 @@ class MirrorWorkerMixin:
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
         """RQ's dequeue, skipping paused queues (a pause takes effect within about a second)."""
+        idle_since = time.monotonic()
         while True:
+            left = None if max_idle_time is None else max_idle_time - (time.monotonic() - idle_since)
+            if left is not None and left <= 0:
+                return None
             paused = self._paused_queues()
-            # RQ parks a job taken from a single queue in an intermediate list.
-            from_one_queue = len(self._ordered_queues) == 1
+            active = [queue for queue in self._ordered_queues if queue.name not in paused]
+            # RQ parks a job taken from a single queue in an intermediate list, and
+            # clears it itself only when the worker serves a single queue.
+            from_one_queue = len(active) == 1
             if not paused:
                 result = super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)  # type: ignore[misc]
+                if result is None:
+                    return None  # burst mode done, or idle for max_idle_time
+            elif not active:
+                if timeout is None:  # burst mode: nothing this worker may take
+                    return None
+                self.heartbeat()  # type: ignore[attr-defined]
+                time.sleep(PAUSE_REFRESH)
+                continue
             else:
-                active = [queue for queue in self._ordered_queues if queue.name not in paused]
-                if not active:
-                    if timeout is None:  # burst mode: nothing to do
-                        return None
-                    self.heartbeat()  # type: ignore[attr-defined]
-                    time.sleep(PAUSE_REFRESH)
-                    continue
                 everything = self._ordered_queues
                 self._ordered_queues = active
                 try:
-                    # Short waits, so a queue resumed meanwhile is served soon.
+                    # Wait a few seconds at a time, to notice a queue being resumed.
+                    poll = PAUSE_POLL if left is None else max(1, min(PAUSE_POLL, math.ceil(left)))
                     result = super().dequeue_job_and_maintain_ttl(  # type: ignore[misc]
-                        None if timeout is None else min(timeout, 5), max_idle_time
+                        None if timeout is None else min(timeout, poll), None if timeout is None else poll
                     )
                 finally:
                     self._ordered_queues = everything
-                from_one_queue = len(active) == 1
-                if result is not None and from_one_queue and len(self.queues) > 1:
-                    # RQ clears the intermediate list itself only when the worker serves one queue.
+                if result is None:
+                    if timeout is None:
+                        return None
+                    continue
+                if from_one_queue and len(self.queues) > 1:
                     self._leave_intermediate(result[1], result[0].id)
-            if result is None:
-                if timeout is None:
-                    return None
-                continue
             job, queue = result
             if queue.name in self._paused_queues():
                 # Paused while we were waiting: put the job back where it was.
