@@ -48,7 +48,9 @@ class JobFilter(django_filters.FilterSet):
     queue = django_filters.ChoiceFilter(
         choices=[(name, name) for name in queues.QUEUE_NAMES], help_text="A queue name."
     )
-    created_by = django_filters.NumberFilter(field_name="created_by_id", help_text="The creating user's id.")
+    created_by = django_filters.NumberFilter(
+        field_name="created_by_id", min_value=1, max_value=2**63 - 1, help_text="The creating user's id."
+    )
     created_after = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="gte")
     created_before = django_filters.IsoDateTimeFilter(field_name="created_at", lookup_expr="lt")
     ended_after = django_filters.IsoDateTimeFilter(field_name="ended_at", lookup_expr="gte")
@@ -76,6 +78,9 @@ def job_list(*, filters: dict[str, Any] | None = None) -> QuerySet[Job]:
     queryset = Job.objects.only(*LIST_FIELDS).order_by("-created_at", "-id")
     if not filters:
         return queryset
+    empty = [name for name, value in filters.items() if value == "" or value == []]
+    if empty:
+        raise InvalidJobRequest({name: ["must not be empty"] for name in empty})
     filterset = JobFilter(data=filters, queryset=queryset)
     if not filterset.is_valid():
         raise InvalidJobRequest({field: [str(e) for e in errors] for field, errors in filterset.errors.items()})

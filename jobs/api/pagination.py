@@ -14,6 +14,18 @@ class JobCursorPagination(CursorPagination):
     page_size_query_param = "page_size"
     max_page_size = 500
 
+    def get_page_size(self, request: Any) -> int:
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        try:
+            size = int(raw)
+        except ValueError:
+            size = 0
+        if not 1 <= size <= self.max_page_size:
+            raise ValidationError({"page_size": [f"must be a whole number from 1 to {self.max_page_size}"]})
+        return size
+
     def decode_cursor(self, request: Any) -> Any:
         try:
             return super().decode_cursor(request)

@@ -12,16 +12,36 @@ from jobs.models import Job, JobAttempt
 from jobs.services import ACTIONS, MAX_BULK, JobRequest
 from jobs.statuses import JobStatus
 
+MAX_ID = 2**63 - 1
+
+
+class StrictCharField(serializers.CharField):
+    """A string, and only a string (DRF would turn 0 into "0")."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
+class StrictFloatField(serializers.FloatField):
+    """A number, and only a number (DRF would take true as 1)."""
+
+    def to_internal_value(self, data: Any) -> float:
+        if isinstance(data, bool) or not isinstance(data, int | float):
+            self.fail("invalid")
+        return float(super().to_internal_value(data))
+
 
 class JobCreateSerializer(serializers.Serializer):
-    type = serializers.CharField(default="example", max_length=100, help_text="A registered job type.")
+    type = StrictCharField(default="example", max_length=100, help_text="A registered job type.")
     params = serializers.JSONField(
         default=dict, help_text=f"The type's params (see /api/jobs/types); at most {registry.MAX_PARAMS_BYTES} bytes."
     )
     queue = serializers.ChoiceField(
         choices=list(queues.QUEUE_NAMES), required=False, help_text="Override the type's queue."
     )
-    delay_seconds = serializers.FloatField(required=False, min_value=0, help_text="Run no sooner than this.")
+    delay_seconds = StrictFloatField(required=False, min_value=0, help_text="Run no sooner than this.")
     run_at = serializers.DateTimeField(required=False, help_text="Run no sooner than this time.")
 
     def to_request(self) -> JobRequest:
@@ -103,14 +123,14 @@ class JobFilterFieldsSerializer(serializers.Serializer):
     """The list filters, as a JSON object (for bulk actions)."""
 
     status = serializers.ListField(child=serializers.ChoiceField(choices=JobStatus.choices), required=False)
-    type = serializers.CharField(required=False)
+    type = StrictCharField(required=False)
     queue = serializers.ChoiceField(choices=list(queues.QUEUE_NAMES), required=False)
-    created_by = serializers.IntegerField(required=False)
+    created_by = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
     created_after = serializers.DateTimeField(required=False)
     created_before = serializers.DateTimeField(required=False)
     ended_after = serializers.DateTimeField(required=False)
     ended_before = serializers.DateTimeField(required=False)
-    search = serializers.CharField(required=False, max_length=200)
+    search = StrictCharField(required=False, max_length=200)
 
 
 class JobBulkActionSerializer(serializers.Serializer):
@@ -194,3 +214,7 @@ class ValidationErrorSerializer(ErrorSerializer):
     errors = serializers.DictField(  # type: ignore[assignment]
         child=serializers.ListField(child=serializers.CharField()), help_text="Messages by field."
     )
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField()

@@ -1,6 +1,5 @@
 from django.urls import path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
-from rest_framework.authtoken.views import obtain_auth_token
 
 from jobs.api import views
 
@@ -17,7 +16,7 @@ urlpatterns = [
     re_path(r"^queues/?$", views.QueueListApi.as_view(), name="queue-list"),
     re_path(r"^queues/(?P<name>[^/]+)/pause/?$", views.QueuePauseApi.as_view(), name="queue-pause"),
     re_path(r"^queues/(?P<name>[^/]+)/resume/?$", views.QueueResumeApi.as_view(), name="queue-resume"),
-    path("auth/token/", obtain_auth_token, name="token"),
+    path("auth/token/", views.TokenApi.as_view(), name="token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="jobs-api:schema"), name="docs"),
     path("redoc/", SpectacularRedocView.as_view(url_name="jobs-api:schema"), name="redoc"),

@@ -5,8 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
+    extend_schema,
+)
 from rest_framework import status
+from rest_framework.authtoken.serializers import AuthTokenSerializer
+from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -39,6 +47,14 @@ def _job_or_404(job_id: str) -> Job:
         return selectors.job_get(job_id=job_id)
     except Job.DoesNotExist:
         raise NotFound("no job with this id") from None
+
+
+JOB_ONE_OR_MANY = PolymorphicProxySerializer(
+    component_name="JobOneOrMany",
+    serializers=[s.JobSerializer, s.JobSerializer(many=True)],
+    resource_type_field_name=None,
+    many=False,
+)
 
 
 class JobsApiView(APIView):
@@ -85,8 +101,16 @@ class JobListApi(JobsApiView):
         operation_id="jobs_create",
         summary="Create a job, or many (a list: all or nothing)",
         description="An empty body creates an `example` job. A JSON list creates every job in it, or none.",
-        request=s.JobCreateSerializer,
-        responses={201: s.JobSerializer, **WRITE_ERRORS},
+        request=PolymorphicProxySerializer(
+            component_name="JobCreateOneOrMany",
+            serializers=[s.JobCreateSerializer, s.JobCreateSerializer(many=True)],
+            resource_type_field_name=None,
+            many=False,
+        ),
+        responses={
+            201: JOB_ONE_OR_MANY,
+            **WRITE_ERRORS,
+        },
         examples=[
             OpenApiExample("example job", value={"type": "example", "params": {"duration": 5}}),
             OpenApiExample(
@@ -100,14 +124,14 @@ class JobListApi(JobsApiView):
         ],
     )
     def post(self, request: Request) -> Response:
-        data = request.data
+        data = request.data if request.body else {}  # no body at all: the one-click example job
         if isinstance(data, list):
             bulk = s.JobBulkCreateSerializer(data=data)
             bulk.is_valid(raise_exception=True)
             requests = [s.job_request(item) for item in bulk.validated_data]
             jobs = services.jobs_enqueue(requests=requests, user=request.user)
             return Response(s.JobSerializer(jobs, many=True).data, status=status.HTTP_201_CREATED)
-        serializer = s.JobCreateSerializer(data=data or {})
+        serializer = s.JobCreateSerializer(data=data)
         serializer.is_valid(raise_exception=True)
         job = services.jobs_enqueue(requests=[serializer.to_request()], user=request.user)[0]
         return Response(s.JobSerializer(job).data, status=status.HTTP_201_CREATED)
@@ -255,3 +279,24 @@ class QueueResumeApi(QueuePauseApi):
     )
     def post(self, request: Request, name: str) -> Response:
         return super().post(request, name)
+
+
+class TokenApi(ObtainAuthToken):
+    """Trade a username and password for the API token of that user."""
+
+    throttle_classes = [JobWriteThrottle]
+
+    @extend_schema(
+        operation_id="auth_token",
+        summary="Get your API token (send it as `Authorization: Token <key>`)",
+        request=AuthTokenSerializer,
+        responses={
+            200: s.TokenSerializer,
+            400: OpenApiResponse(s.ValidationErrorSerializer, description="Wrong username or password."),
+            429: OpenApiResponse(s.ErrorSerializer, description="Too many attempts; see Retry-After."),
+            503: OpenApiResponse(s.ErrorSerializer, description="The database is unreachable."),
+        },
+        auth=[],
+    )
+    def post(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().post(request, *args, **kwargs)
