@@ -28,7 +28,7 @@ SERIALIZER = JSONSerializer
 def get_queue(name: str) -> Queue:
     if name not in QUEUE_NAMES:
         raise ValueError(f"unknown queue {name!r}; queues are {', '.join(QUEUE_NAMES)}")
-    return django_rq.get_queue(name, serializer=SERIALIZER)
+    return _queue(name)
 
 
 def all_queues() -> list[Queue]:
@@ -36,13 +36,21 @@ def all_queues() -> list[Queue]:
 
 
 @cache
-def _connection() -> Redis:
+def redis() -> Redis:
+    """The shared Redis connection (all queues live on one Redis)."""
     return django_rq.get_connection(DEFAULT)
 
 
-def redis() -> Redis:
-    """The shared Redis connection (all queues live on one Redis)."""
-    return _connection()
+@cache
+def _queue(name: str) -> Queue:
+    # One connection pool for every queue (django-rq would make a new one per call).
+    return django_rq.get_queue(name, connection=redis(), serializer=SERIALIZER)
+
+
+def reset() -> None:
+    """Forget the connection, e.g. after the Redis settings changed (tests)."""
+    redis.cache_clear()
+    _queue.cache_clear()
 
 
 #: The set of queue names whose jobs workers leave alone for now.

@@ -12,6 +12,9 @@ from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from redis.backoff import NoBackoff
+from redis.connection import parse_url as parse_redis_url
+from redis.retry import Retry
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -166,19 +169,33 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
 # Socket timeouts keep every caller (web requests included) from hanging when
 # Redis stops answering: they get a clear "queue unavailable" error instead.
-REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 5.0)
+REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 2.0)
 
 # Queue names and their order of priority are owned by jobs.queues; django-rq
 # only needs to know how to connect to each.
+try:
+    _redis = parse_redis_url(REDIS_URL)
+except ValueError as exc:
+    raise ImproperlyConfigured(f"REDIS_URL is not a valid Redis URL: {exc}") from None
+# Host, port and db rather than django-rq's "URL" form, which drops the client
+# options: the socket timeouts must reach every connection.
 RQ_QUEUES = {
     name: {
-        "URL": REDIS_URL,
+        "HOST": _redis.get("host", "127.0.0.1"),
+        "PORT": _redis.get("port", 6379),
+        "DB": _redis.get("db", 0),
+        "USERNAME": _redis.get("username"),
+        "PASSWORD": _redis.get("password"),
+        "SSL": "connection_class" in _redis,
         "DEFAULT_TIMEOUT": 600,
         "SERIALIZER": "rq.serializers.JSONSerializer",
-        "CONNECTION_KWARGS": {
+        "REDIS_CLIENT_KWARGS": {
             "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
             "socket_timeout": REDIS_SOCKET_TIMEOUT,
             "health_check_interval": 30,
+            # One try: a caller waiting on a dead Redis gets its answer (503) in seconds.
+            # Workers and the mirror retry on their own, with backoff.
+            "retry": Retry(NoBackoff(), 0),
         },
     }
     for name in ("high", "default", "low")
@@ -262,7 +279,11 @@ CACHES = {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "cache",
-        "OPTIONS": {"socket_connect_timeout": REDIS_SOCKET_TIMEOUT, "socket_timeout": REDIS_SOCKET_TIMEOUT},
+        "OPTIONS": {
+            "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
+            "socket_timeout": REDIS_SOCKET_TIMEOUT,
+            "retry": Retry(NoBackoff(), 0),
+        },
     }
 }
 

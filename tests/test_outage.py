@@ -1,0 +1,93 @@
+"""When Redis hangs (accepts connections, never answers), callers get a clear 503 within seconds."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.cache import cache
+from django.test import override_settings
+
+from jobs import queues, services
+from jobs.errors import QueueUnavailable
+from jobs.models import Job
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def hanging_redis() -> Iterator[str]:
+    """A TCP server that accepts connections and never says a word."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(50)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    port = server.getsockname()[1]
+    url = f"redis://127.0.0.1:{port}/0"
+    rq_queues = {name: {**config, "PORT": port, "DB": 0} for name, config in settings.RQ_QUEUES.items()}
+    caches = {"default": {**settings.CACHES["default"], "LOCATION": url}}
+    with override_settings(RQ_QUEUES=rq_queues, CACHES=caches):
+        queues.reset()
+        cache.close()
+        yield url
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    server.close()
+    queues.reset()
+
+
+@pytest.fixture
+def operator(client):
+    user = User.objects.create_superuser("operator", password="pw")
+    client.force_login(user)
+    return user
+
+
+def test_enqueue_gives_up_with_queue_unavailable_and_writes_nothing(hanging_redis):
+    started = time.monotonic()
+    with pytest.raises(QueueUnavailable):
+        services.job_enqueue(type="example")
+    assert time.monotonic() - started < settings.REDIS_SOCKET_TIMEOUT * 2 + 2
+    assert Job.objects.count() == 0
+
+
+def test_the_api_answers_503_with_retry_after_within_seconds(hanging_redis, client, operator):
+    started = time.monotonic()
+    response = client.post("/api/jobs", data={"type": "example"}, content_type="application/json")
+    elapsed = time.monotonic() - started
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert "unavailable" in response.json()["detail"]
+    assert elapsed < 15
+    assert Job.objects.count() == 0
+
+    started = time.monotonic()
+    response = client.get("/api/jobs/stats")
+    assert response.status_code == 503
+    assert time.monotonic() - started < 15
+
+
+def test_reads_of_the_history_still_work_while_redis_hangs(hanging_redis, client, operator):
+    Job.objects.create(type="example", queue="default", timeout=60, status="finished")
+    response = client.get("/api/jobs")
+    assert response.status_code == 200
+    assert len(response.json()["results"]) == 1
