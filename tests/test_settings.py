@@ -54,5 +54,5 @@ def test_bad_values_are_refused_with_a_clear_message(name, value, message):
 def test_queues_use_json_and_time_out_instead_of_hanging():
     for config in settings.RQ_QUEUES.values():
         assert config["SERIALIZER"] == "rq.serializers.JSONSerializer"
-        assert config["CONNECTION_KWARGS"]["socket_timeout"] == settings.REDIS_SOCKET_TIMEOUT
+        assert config["REDIS_CLIENT_KWARGS"]["socket_timeout"] == settings.REDIS_SOCKET_TIMEOUT
     assert list(settings.RQ_QUEUES) == ["high", "default", "low"]
