@@ -6,6 +6,8 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Value
+from django.db.models.functions import Cast, Concat, Upper
 
 from jobs.statuses import AttemptOutcome, JobStatus
 
@@ -44,6 +46,14 @@ class Job(models.Model):
     worker_name = models.CharField(max_length=200, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    #: What `search` looks through: params and error, upper-cased (trigram-indexed on Postgres).
+    search_text = models.GeneratedField(
+        expression=Upper(
+            Concat(Cast("params", models.TextField()), Value("\n"), "error", output_field=models.TextField())
+        ),
+        output_field=models.TextField(),
+        db_persist=True,
     )
     #: Order of the last transition applied by the mirror (attempt * 4 + phase):
     #: events may arrive twice or out of order, and only newer ones apply.
@@ -105,7 +115,7 @@ class JobCountDelta(models.Model):
 
     queue = models.CharField(max_length=50)
     status = models.CharField(max_length=16)
-    delta = models.SmallIntegerField()
+    delta = models.IntegerField()
     at = models.DateTimeField()
 
     def __str__(self) -> str:

@@ -40,8 +40,8 @@ def fold(batch: int = FOLD_BATCH) -> int:
         ended: Counter[tuple[datetime, str, str]] = Counter()
         for _id, queue, status, delta, at in rows:
             totals[(queue, status)] += delta
-            if delta > 0 and status in ENDED:
-                ended[(_minute(at), queue, status)] += 1
+            if delta > 0 and status in ENDED:  # a row can count several jobs (Postgres groups them)
+                ended[(_minute(at), queue, status)] += delta
         for (queue, status), delta in totals.items():
             if delta and not JobCount.objects.filter(queue=queue, status=status).update(count=F("count") + delta):
                 JobCount.objects.create(queue=queue, status=status, count=delta)

@@ -161,6 +161,18 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
     _database.setdefault("TEST", {})["NAME"] = str(_name.with_name(f"test-{_name.name}"))
 else:
     _database["CONN_HEALTH_CHECKS"] = True
+    if env_bool("DB_POOL", False):
+        # For the web process only (the Procfile and docker-compose set it): under
+        # ASGI every request runs in a new thread, so per-thread persistent
+        # connections are never reused; a pool is. Not for workers: a forked job
+        # must never inherit a pooled connection of its parent.
+        _database["CONN_MAX_AGE"] = 0
+        _database["CONN_HEALTH_CHECKS"] = False
+        _database.setdefault("OPTIONS", {})["pool"] = {
+            "min_size": env_int("DB_POOL_MIN", 2),
+            "max_size": env_int("DB_POOL_MAX", 10),
+            "timeout": 10,
+        }
 DATABASES: dict[str, Any] = {"default": _database}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -71,6 +71,29 @@ class JobAttemptSerializer(serializers.ModelSerializer):
         fields = ["number", "outcome", "worker_name", "started_at", "ended_at", "error", "traceback", "retry_at"]
 
 
+_ID_PLACEHOLDER = "00000000-0000-0000-0000-000000000000"
+
+
+def job_url(job_id: Any) -> str:
+    """The job's API address, without a URL resolve per job (bulk answers list thousands)."""
+    template = reverse("jobs-api:job-detail", args=[_ID_PLACEHOLDER])
+    return template.replace(_ID_PLACEHOLDER, str(job_id))
+
+
+class JobCreatedSerializer(serializers.Serializer):
+    """What a bulk create answers for each job: enough to follow it up."""
+
+    id = serializers.UUIDField()
+    url = serializers.SerializerMethodField()
+    type = serializers.CharField()
+    queue = serializers.CharField()
+    status = serializers.CharField()
+    scheduled_for = serializers.DateTimeField(allow_null=True)
+
+    def get_url(self, job: Job) -> str:
+        return job_url(job.id)
+
+
 class JobSerializer(serializers.ModelSerializer):
     created_by = serializers.IntegerField(source="created_by_id", allow_null=True, read_only=True)
     duration = serializers.FloatField(read_only=True, allow_null=True, help_text="Seconds the last attempt ran.")
@@ -104,7 +127,7 @@ class JobSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
     def get_url(self, job: Job) -> str:
-        return reverse("jobs-api:job-detail", args=[job.id])
+        return job_url(job.id)
 
 
 class JobDetailSerializer(JobSerializer):

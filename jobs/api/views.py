@@ -51,7 +51,7 @@ def _job_or_404(job_id: str) -> Job:
 
 JOB_ONE_OR_MANY = PolymorphicProxySerializer(
     component_name="JobOneOrMany",
-    serializers=[s.JobSerializer, s.JobSerializer(many=True)],
+    serializers=[s.JobSerializer, s.JobCreatedSerializer(many=True)],
     resource_type_field_name=None,
     many=False,
 )
@@ -100,7 +100,10 @@ class JobListApi(JobsApiView):
     @extend_schema(
         operation_id="jobs_create",
         summary="Create a job, or many (a list: all or nothing)",
-        description="An empty body creates an `example` job. A JSON list creates every job in it, or none.",
+        description=(
+            "An empty body creates an `example` job and answers it. A JSON list creates every job in it, "
+            "or none, and answers each job's id, url, type, queue, status and scheduled_for."
+        ),
         request=PolymorphicProxySerializer(
             component_name="JobCreateOneOrMany",
             serializers=[s.JobCreateSerializer, s.JobCreateSerializer(many=True)],
@@ -130,7 +133,7 @@ class JobListApi(JobsApiView):
             bulk.is_valid(raise_exception=True)
             requests = [s.job_request(item) for item in bulk.validated_data]
             jobs = services.jobs_enqueue(requests=requests, user=request.user)
-            return Response(s.JobSerializer(jobs, many=True).data, status=status.HTTP_201_CREATED)
+            return Response(s.JobCreatedSerializer(jobs, many=True).data, status=status.HTTP_201_CREATED)
         serializer = s.JobCreateSerializer(data=data)
         serializer.is_valid(raise_exception=True)
         job = services.jobs_enqueue(requests=[serializer.to_request()], user=request.user)[0]
