@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterable
@@ -21,8 +23,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis as redis_lib
-from django.db import DatabaseError, close_old_connections, connection, transaction
-from redis import Redis
+from django.db import (
+    DEFAULT_DB_ALIAS,
+    DatabaseError,
+    close_old_connections,
+    connection,
+    connections,
+    models,
+    transaction,
+)
+from redis import ConnectionPool, Redis
 
 from jobs import events
 from jobs.events import Event
@@ -37,6 +47,10 @@ ORPHAN_GRACE_SECONDS = 60.0
 #: Bounds of the back-off for re-reading events whose row was not visible yet.
 WAITING_RETRY_MIN = 0.02
 WAITING_RETRY_MAX = 1.0
+#: How long a caught-up mirror lets events gather before its next batch. The
+#: mirror shares the worker's process and its GIL: one transaction per event
+#: would cost a busy worker most of its throughput. The most it adds to the lag.
+BATCH_LINGER_SECONDS = 0.2
 #: Pending events of a consumer idle this long are taken over by another.
 CLAIM_IDLE_MS = 30_000
 #: Applied events stay on the stream this long for live readers.
@@ -85,7 +99,9 @@ def apply_events(batch: Iterable[Event]) -> ApplyResult:
         return result
     job_ids = {event.job_id for event in batch}
     with transaction.atomic():
-        rows = Job.objects.in_bulk(list(job_ids))
+        # Locked, in one order: another drainer applying events of the same job waits,
+        # then sees what this one wrote, instead of writing back a row it read before.
+        rows = Job.objects.select_for_update().only(*JOB_FIELDS).order_by("pk").in_bulk(list(job_ids))
         rows = {str(key): row for key, row in rows.items()}
         numbers = {event.attempt for event in batch if event.kind != events.PROGRESS}
         attempts = {
@@ -129,12 +145,53 @@ def apply_events(batch: Iterable[Event]) -> ApplyResult:
         for job_id in changed_rows:
             rows[job_id].updated_at = now
         if changed_rows:
-            Job.objects.bulk_update([rows[job_id] for job_id in changed_rows], JOB_FIELDS)
+            _update_rows(Job, [rows[job_id] for job_id in changed_rows], JOB_FIELDS)
         if new_attempts:
-            JobAttempt.objects.bulk_create(new_attempts.values())
+            _insert_rows(JobAttempt, list(new_attempts.values()))
         if changed_attempts:
-            JobAttempt.objects.bulk_update([attempts[key] for key in changed_attempts], ATTEMPT_FIELDS)
+            _update_rows(JobAttempt, [attempts[key] for key in changed_attempts], ATTEMPT_FIELDS)
     return result
+
+
+# The ORM's bulk_update builds a CASE WHEN per field and row, and bulk_create
+# compiles every value through the query machinery: milliseconds of Python per
+# job, taken from the worker whose process the mirror shares. These two run one
+# prepared statement for all the rows (executemany), with the same conversions.
+
+
+def _insert_rows(model: type[models.Model], objs: list[Any]) -> None:
+    """INSERT the objects (the columns bulk_create would write, but the auto primary key: not read back)."""
+    db = connections[DEFAULT_DB_ALIAS]
+    opts = model._meta
+    fields = [field for field in opts.concrete_fields if not field.primary_key and not field.generated]
+    quote = db.ops.quote_name
+    columns = ", ".join(quote(field.column) for field in fields)
+    marks = ", ".join(["%s"] * len(fields))
+    sql = f"INSERT INTO {quote(opts.db_table)} ({columns}) VALUES ({marks})"
+    params = [[field.get_db_prep_save(field.pre_save(obj, True), db) for field in fields] for obj in objs]
+    with db.cursor() as cursor:
+        cursor.executemany(sql, params)
+
+
+def _update_rows(model: type[models.Model], objs: list[Any], field_names: list[str]) -> None:
+    """UPDATE `field_names` of each object, by primary key."""
+    db = connections[DEFAULT_DB_ALIAS]
+    opts = model._meta
+    fields = [opts.get_field(name) for name in field_names]
+    concrete = [field for field in fields if isinstance(field, models.Field) and field.concrete]
+    if len(concrete) != len(fields):
+        raise ValueError(f"{model.__name__}: only concrete fields can be updated")
+    quote = db.ops.quote_name
+    assignments = ", ".join(f"{quote(field.column)} = %s" for field in concrete)
+    pk = opts.pk
+    sql = f"UPDATE {quote(opts.db_table)} SET {assignments} WHERE {quote(pk.column)} = %s"
+    params = [
+        [field.get_db_prep_save(getattr(obj, field.attname), db) for field in concrete]
+        + [pk.get_db_prep_save(obj.pk, db)]
+        for obj in objs
+    ]
+    with db.cursor() as cursor:
+        cursor.executemany(sql, params)
 
 
 def _apply_to_attempt(attempt: JobAttempt, event: Event) -> None:
@@ -355,8 +412,17 @@ class MirrorThread(threading.Thread):
 
     alive_ttl_default = 15
 
-    def __init__(self, conn: Redis, consumer: str, alive_key: str | None = None, alive_ttl: int | None = None):
+    def __init__(
+        self,
+        conn: Redis,
+        consumer: str,
+        alive_key: str | None = None,
+        alive_ttl: int | None = None,
+        parent_pid: int | None = None,
+    ):
         super().__init__(name=f"mirror:{consumer}", daemon=True)
+        #: In a worker's mirror process: the worker. When it is gone, so is this.
+        self.parent_pid = parent_pid
         self.drainer = Drainer(conn, consumer)
         self.redis = conn
         self.alive_key = alive_key
@@ -381,6 +447,9 @@ class MirrorThread(threading.Thread):
         wait = 0.5
         group_ready = False
         while True:
+            if self.parent_pid is not None and os.getppid() != self.parent_pid:
+                # The worker died: stop vouching for it (the reconciler then sees it dead).
+                self._stop_requested.set()
             stopping = self._stop_requested.is_set()
             try:
                 self._keep_alive()
@@ -392,6 +461,9 @@ class MirrorThread(threading.Thread):
                 wait = 0.5
                 if stopping and applied == 0:
                     break
+                if not stopping and 0 < applied < self.drainer.batch_size:
+                    # Caught up: let the next events gather rather than one transaction per event.
+                    self._stop_requested.wait(BATCH_LINGER_SECONDS)
             except DatabaseError as exc:
                 log.warning("mirror: database unavailable (%s); retrying in %.1fs", exc, wait)
                 _discard_broken_connection()
@@ -415,6 +487,68 @@ class MirrorThread(threading.Thread):
 
     def _sleep_or_stop(self, seconds: float) -> bool:
         return self._stop_requested.wait(seconds)
+
+
+class MirrorProcess:
+    """A worker's mirror, in a child process of its own.
+
+    In a thread it would share the worker's interpreter lock, and with RQ's
+    SimpleWorker the jobs themselves would wait on the mirror's Python work.
+    The child is forked before the worker starts any thread or opens the
+    database; it drains until the worker stops it (SIGTERM: it applies what is
+    on the stream, then exits) or until the worker is gone.
+    """
+
+    def __init__(self, redis_kwargs: dict[str, Any], consumer: str, alive_key: str):
+        self.redis_kwargs = redis_kwargs
+        self.consumer = consumer
+        self.alive_key = alive_key
+        self.pid = 0
+
+    def start(self) -> None:
+        parent = os.getpid()
+        pid = os.fork()
+        if pid:
+            self.pid = pid
+            return
+        status = 0
+        try:
+            conn = Redis(connection_pool=ConnectionPool(**self.redis_kwargs))
+            mirror = MirrorThread(conn, consumer=self.consumer, alive_key=self.alive_key, parent_pid=parent)
+            signal.signal(signal.SIGTERM, lambda signum, frame: mirror._stop_requested.set())
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the worker, which stops us
+            with contextlib.suppress(ImportError):
+                from setproctitle import setproctitle
+
+                setproctitle(f"rq:mirror:{self.consumer}")
+            mirror.run()  # in this process's main thread
+        except BaseException:
+            log.exception("mirror process failed")
+            status = 1
+        finally:
+            os._exit(status)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Let the mirror apply what is on the stream, then wait for it to exit."""
+        if not self.pid:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                done, _ = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if done:
+                break
+            time.sleep(0.05)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)
+        self.pid = 0
 
 
 def _alive_ttl() -> int:

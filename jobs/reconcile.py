@@ -115,8 +115,8 @@ def reconcile() -> ReconcileReport:
         )
         alive = _worker_alive(conn, started_workers) if started_workers else {}
         for row, in_redis in zip(chunk, exists, strict=True):
-            if row.created_at > cutoff:
-                continue
+            if row.status != JobStatus.STARTED and row.created_at > cutoff:
+                continue  # a waiting row may still be on its way; a started one was seen by a worker
             if not in_redis:
                 services.job_give_up_on(job=row, outcome=JobStatus.LOST, reason="Redis no longer has this job")
                 report.lost += 1

@@ -7,7 +7,7 @@ worker process itself. What they add to RQ:
 - every transition is appended to the event stream inside the Redis pipeline
   RQ already executes for it (start, success, failure, stop), so mirroring
   costs no extra round trip per job;
-- a `MirrorThread` in the worker process drains the stream into the database
+- a mirror process beside the worker (forked at start) drains the stream into the database
   and keeps the worker's liveness key fresh for the reconciler;
 - jobs are always read with the JSON serializer (never pickle), whatever the
   command line says.
@@ -15,10 +15,16 @@ worker process itself. What they add to RQ:
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import math
+import os
+import signal
+import sys
 import time
 from typing import Any
 
+import redis as redis_lib
 import rq
 from django.conf import settings
 from redis import Redis
@@ -27,7 +33,7 @@ from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
 
 from jobs import events, queues
-from jobs.mirror import MirrorThread
+from jobs.mirror import MirrorProcess
 
 ALIVE_KEY = "jobs:worker-alive:{}"
 #: Seconds a worker trusts what it read of the paused queues.
@@ -62,7 +68,7 @@ class MirrorWorkerMixin:
             kwargs["job_class"] = MirroredJob
         super().__init__(*args, **kwargs)
         self._failure: tuple[str, bool] | None = None
-        self._mirror_thread: MirrorThread | None = None
+        self._mirror: MirrorProcess | None = None
 
     # --- transitions ----------------------------------------------------------
 
@@ -187,29 +193,56 @@ class MirrorWorkerMixin:
     # --- the mirror thread ----------------------------------------------------
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
-        # A connection of its own: RQ raises this worker's socket timeout for BLPOP,
-        # and the thread must not share a connection pool with the work horse.
-        mirror_redis = Redis(
-            connection_pool=type(self.connection.connection_pool)(
-                **{**self.connection.connection_pool.connection_kwargs, "socket_timeout": 10}
-            )
-        )
-        with mirror_redis.pipeline() as pipe:
+        conn = Redis(connection_pool=type(self.connection.connection_pool)(**self.redis_kwargs()))
+        with conn.pipeline() as pipe:
             pipe.sadd(PRODUCT_WORKERS, self.name)
             pipe.set(alive_key(self.name), "1", ex=settings.JOBS_WORKER_DEAD_AFTER)
             pipe.execute()
-        self._mirror_thread = MirrorThread(mirror_redis, consumer=self.name, alive_key=alive_key(self.name))
-        self._mirror_thread.start()
+        # Forked now, before RQ starts its threads and before any job runs.
+        self._mirror = MirrorProcess(self.redis_kwargs(), consumer=self.name, alive_key=alive_key(self.name))
+        self._mirror.start()
         try:
             return super().work(*args, **kwargs)  # type: ignore[misc]
         finally:
             # Graceful shutdown: what this worker did is in the database before it exits.
-            self._mirror_thread.stop()
-            mirror_redis.srem(PRODUCT_WORKERS, self.name)
+            self._mirror.stop()
+            with contextlib.suppress(redis_lib.RedisError):
+                conn.srem(PRODUCT_WORKERS, self.name)
+
+    def redis_kwargs(self) -> dict[str, Any]:
+        """Options for the mirror's own connection (RQ raises the worker's timeout for BLPOP)."""
+        return {**self.connection.connection_pool.connection_kwargs, "socket_timeout": 10}
 
 
 class Worker(MirrorWorkerMixin, rq.Worker):
-    """Forks a work horse per job, like RQ's Worker."""
+    """Forks a work horse per job, like RQ's Worker; the horse dies with its worker."""
+
+    _worker_pid = 0
+
+    def fork_work_horse(self, job: RQJob, queue: rq.Queue) -> None:
+        self._worker_pid = os.getpid()
+        super().fork_work_horse(job, queue)
+
+    def setup_work_horse_signals(self) -> None:
+        super().setup_work_horse_signals()
+        _die_with(self._worker_pid)
+
+
+#: prctl(2) option: the signal a process gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with(worker_pid: int) -> None:
+    """Make the work horse die when its worker does (Linux).
+
+    RQ puts the horse in a process group of its own, so a worker killed alone
+    would leave it running the job unwatched while the reconciler gives the
+    job to another worker: the job would run twice at once.
+    """
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != worker_pid:  # the worker died before prctl took effect
+        os._exit(1)
 
 
 class SimpleWorker(MirrorWorkerMixin, rq.SimpleWorker):

@@ -78,7 +78,7 @@ class Processes:
             env=self.env(**env),
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: a kill reaches the work horse too
+            start_new_session=True,  # its own process group (RQ gives each work horse a group of its own)
         )
         self.started.append((process, log_path))
         return process

@@ -1,0 +1,1 @@
+"""Benchmarks of the product (not shipped with it). See bench/README.md."""
