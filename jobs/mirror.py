@@ -190,6 +190,20 @@ def _update_rows(model: type[models.Model], objs: list[Any], field_names: list[s
         + [pk.get_db_prep_save(obj.pk, db)]
         for obj in objs
     ]
+    if db.vendor == "postgresql" and len(objs) > 1:
+        # One statement for the batch: its count trigger fires once, not once per row.
+        columns: list[Any] = [*concrete, pk]
+        row = "(" + ", ".join(f"%s::{field.cast_db_type(db)}" for field in columns) + ")"
+        names = ", ".join(quote(field.column) for field in columns)
+        sets = ", ".join(f"{quote(field.column)} = v.{quote(field.column)}" for field in concrete)
+        table = quote(opts.db_table)
+        sql = (
+            f"UPDATE {table} SET {sets} FROM (VALUES {', '.join([row] * len(objs))}) AS v ({names}) "
+            f"WHERE {table}.{quote(pk.column)} = v.{quote(pk.column)}"
+        )
+        with db.cursor() as cursor:
+            cursor.execute(sql, [value for values in params for value in values])
+        return
     with db.cursor() as cursor:
         cursor.executemany(sql, params)
 

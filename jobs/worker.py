@@ -230,6 +230,8 @@ class Worker(MirrorWorkerMixin, rq.Worker):
 
 #: prctl(2) option: the signal a process gets when its parent dies.
 _PR_SET_PDEATHSIG = 1
+#: Loaded once in the worker, not in every horse.
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
 def _die_with(worker_pid: int) -> None:
@@ -239,8 +241,8 @@ def _die_with(worker_pid: int) -> None:
     would leave it running the job unwatched while the reconciler gives the
     job to another worker: the job would run twice at once.
     """
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != worker_pid:  # the worker died before prctl took effect
         os._exit(1)
 
