@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import django_filters
-from django.db.models import Prefetch, Q, QuerySet
+from django.db.models import Prefetch, Q, QuerySet, Value
+from django.db.models.functions import Upper
 from django.utils import timezone
 from rq.worker import Worker as RQWorker
 
@@ -69,7 +71,13 @@ class JobFilter(django_filters.FilterSet):
         term = value.strip()
         if not term:
             return queryset
-        condition = Q(search_text__contains=term.upper())
+        # Upper-case the term with the database's own UPPER, as the column was: Python's
+        # differs (ß -> SS; SQLite's UPPER leaves non-ASCII letters alone).
+        condition = Q(search_text__contains=Upper(Value(term)))
+        escaped = json.dumps(term)[1:-1]
+        if escaped != term:
+            # SQLite keeps params as Django wrote them, with non-ASCII letters as \uXXXX.
+            condition |= Q(search_text__contains=Upper(Value(escaped)))
         with contextlib.suppress(ValueError):
             condition |= Q(id=uuid.UUID(term))
         return queryset.filter(condition)

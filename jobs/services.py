@@ -348,8 +348,9 @@ def job_stop(*, job: Job) -> Job:
     _require(job, "stop", STOPPABLE)
     try:
         send_stop_job_command(queues.redis(), job.rq_id, serializer=queues.SERIALIZER)
-    except InvalidJobOperation as exc:
-        raise ActionNotAllowed("stop", job.status, STOPPABLE) from exc
+    except (InvalidJobOperation, NoSuchJobError) as exc:
+        # Redis has it waiting, or has forgotten it: no worker runs it (the mirror or the reconciler will tell).
+        raise ActionNotAllowed("stop", "not running on any worker", STOPPABLE) from exc
     except _redis_errors() as exc:
         raise QueueUnavailable(str(exc)) from exc
     return job

@@ -27,6 +27,7 @@ from django.db.models import F
 from django.test import override_settings
 from django.utils import timezone
 from rq.exceptions import NoSuchJobError
+from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
 
 from jobs import events, queues, registry, services
@@ -61,7 +62,7 @@ def timeline(job: Job) -> list[JobAttempt]:
     return list(JobAttempt.objects.filter(job=job).order_by("number"))
 
 
-def rq_job(job: Job) -> MirroredJob | None:
+def rq_job(job: Job) -> RQJob | None:
     try:
         return MirroredJob.fetch(job.rq_id, connection=queues.redis(), serializer=queues.SERIALIZER)
     except NoSuchJobError:

@@ -38,5 +38,15 @@ class ReadJobs(JobPermissions):
         return bool(request.user and request.user.is_authenticated and request.user.has_perm("jobs.view_job"))
 
 
+class ActOnJobs(JobPermissions):
+    """Actions on jobs and queues: reading needs view_job; which permission a POST
+    needs depends on the action, which the view checks with `may_act`."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        if request.method == "POST":
+            return bool(request.user and request.user.is_authenticated)
+        return super().has_permission(request, view)
+
+
 def may_act(request: Request, action: str) -> bool:
     return bool(request.user.has_perm(ACTION_PERMISSIONS[action]))

@@ -9,7 +9,7 @@ from rest_framework import serializers
 
 from jobs import queues, registry
 from jobs.models import Job, JobAttempt
-from jobs.services import ACTIONS, MAX_BULK, JobRequest
+from jobs.services import ACTIONS, JobRequest
 from jobs.statuses import JobStatus
 
 MAX_ID = 2**63 - 1
@@ -57,12 +57,6 @@ def job_request(data: dict[str, Any]) -> JobRequest:
         delay_seconds=data.get("delay_seconds"),
         run_at=data.get("run_at"),
     )
-
-
-class JobBulkCreateSerializer(serializers.ListSerializer):
-    child = JobCreateSerializer()
-    min_length = 1
-    max_length = MAX_BULK
 
 
 class JobAttemptSerializer(serializers.ModelSerializer):

@@ -19,5 +19,9 @@ urlpatterns = [
     path("auth/token/", views.TokenApi.as_view(), name="token"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="jobs-api:schema"), name="docs"),
-    path("redoc/", SpectacularRedocView.as_view(url_name="jobs-api:schema"), name="redoc"),
+    path(
+        "redoc/",
+        SpectacularRedocView.as_view(url_name="jobs-api:schema", template_name="jobs/api/redoc.html"),
+        name="redoc",
+    ),
 ]

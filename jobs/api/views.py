@@ -23,7 +23,7 @@ from rest_framework.views import APIView
 from jobs import selectors, services
 from jobs.api import serializers as s
 from jobs.api.pagination import JobCursorPagination
-from jobs.api.permissions import JobPermissions, ReadJobs, may_act
+from jobs.api.permissions import ActOnJobs, JobPermissions, ReadJobs, may_act
 from jobs.api.throttling import JobWriteThrottle
 from jobs.models import Job
 from jobs.selectors import JobFilter
@@ -127,9 +127,11 @@ class JobListApi(JobsApiView):
         ],
     )
     def post(self, request: Request) -> Response:
-        data = request.data if request.body else {}  # no body at all: the one-click example job
+        # No body at all: the one-click example job. (Not `request.body`: a session's CSRF check
+        # may have read the stream already, and Django then refuses to give the body.)
+        data = request.data if request.stream is not None else {}
         if isinstance(data, list):
-            bulk = s.JobBulkCreateSerializer(data=data)
+            bulk = s.JobCreateSerializer(data=data, many=True, allow_empty=False, max_length=services.MAX_BULK)
             bulk.is_valid(raise_exception=True)
             requests = [s.job_request(item) for item in bulk.validated_data]
             jobs = services.jobs_enqueue(requests=requests, user=request.user)
@@ -151,6 +153,8 @@ class JobDetailApi(JobsApiView):
 
 
 class JobActionApi(JobsApiView):
+    permission_classes = [ActOnJobs]  # retry/cancel/stop/promote need change_job, remove delete_job: see may_act
+
     @extend_schema(
         operation_id="jobs_action",
         summary="Retry, cancel, stop, promote or remove a job",
@@ -180,6 +184,8 @@ class JobActionApi(JobsApiView):
 
 
 class JobBulkActionApi(JobsApiView):
+    permission_classes = [ActOnJobs]
+
     @extend_schema(
         operation_id="jobs_bulk_action",
         summary="Apply an action to every job a filter selects, in batches",
@@ -243,6 +249,7 @@ class QueueListApi(JobsApiView):
 
 
 class QueuePauseApi(JobsApiView):
+    permission_classes = [ActOnJobs]  # change_job, checked in post()
     paused = True
 
     @extend_schema(
