@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -122,6 +124,36 @@ class Processes:
                 process.wait(timeout=5)
             if os.environ.get("SHOW_PROCESS_LOGS"):
                 sys.stderr.write(f"--- {path.name}\n{path.read_text(errors='replace')}\n")
+
+
+class SilentServer:
+    """A TCP server that accepts connections and never says a word: a hung Redis or SMTP server."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.port: int = self.sock.getsockname()[1]
+        self.connections: list[socket.socket] = []
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while not self._closing.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections.append(conn)
+
+    def close(self) -> None:
+        self._closing.set()
+        self._thread.join(5)
+        for conn in self.connections:
+            conn.close()
+        self.sock.close()
 
 
 class _suppress_lookup:

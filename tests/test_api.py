@@ -43,7 +43,7 @@ from jobs.models import Job, JobCount, JobCountDelta, JobEndMinute
 from jobs.services import JobRequest
 from jobs.statuses import JobStatus
 from jobs.worker import PAUSE_REFRESH
-from tests.conftest import wait_for
+from tests.conftest import SilentServer, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -176,36 +176,6 @@ def redis_at(port: int, *, cache_too: bool = False) -> Iterator[None]:
             yield
     finally:
         forget_redis_connections()
-
-
-class SilentServer:
-    """Accepts TCP connections and never answers: a Redis that hangs."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
-        self.port: int = self.sock.getsockname()[1]
-        self.connections: list[socket.socket] = []
-        self._closing = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._closing.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections.append(conn)
-
-    def close(self) -> None:
-        self._closing.set()
-        self._thread.join(5)
-        for conn in self.connections:
-            conn.close()
-        self.sock.close()
 
 
 # --- fixtures ---------------------------------------------------------------------------

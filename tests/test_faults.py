@@ -38,7 +38,7 @@ from jobs.models import Job, JobAttempt
 from jobs.reconcile import GRACE, reconcile
 from jobs.statuses import AttemptOutcome, JobStatus
 from jobs.worker import MirroredJob
-from tests.conftest import wait_for
+from tests.conftest import SilentServer, wait_for
 
 # --- helpers ----------------------------------------------------------------------
 
@@ -110,36 +110,6 @@ def unused_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-class SilentServer:
-    """A TCP server that accepts connections and never says a word: a hung SMTP server."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
-        self.port: int = self.sock.getsockname()[1]
-        self.connections: list[socket.socket] = []
-        self._closing = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        while not self._closing.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self.connections.append(conn)
-
-    def close(self) -> None:
-        self._closing.set()
-        self._thread.join(5)
-        for conn in self.connections:
-            conn.close()
-        self.sock.close()
 
 
 @pytest.fixture

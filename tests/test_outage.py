@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
 
@@ -16,41 +14,22 @@ from django.test import override_settings
 from jobs import queues, services
 from jobs.errors import QueueUnavailable
 from jobs.models import Job
+from tests.conftest import SilentServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture
 def hanging_redis() -> Iterator[str]:
-    """A TCP server that accepts connections and never says a word."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(50)
-    accepted: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    port = server.getsockname()[1]
-    url = f"redis://127.0.0.1:{port}/0"
-    rq_queues = {name: {**config, "PORT": port, "DB": 0} for name, config in settings.RQ_QUEUES.items()}
+    """The queues and the cache point at a server that accepts connections and never answers."""
+    server = SilentServer()
+    url = f"redis://127.0.0.1:{server.port}/0"
+    rq_queues = {name: {**config, "PORT": server.port, "DB": 0} for name, config in settings.RQ_QUEUES.items()}
     caches = {"default": {**settings.CACHES["default"], "LOCATION": url}}
     with override_settings(RQ_QUEUES=rq_queues, CACHES=caches):
         queues.reset()
         cache.close()
         yield url
-    stop.set()
-    thread.join()
-    for conn in accepted:
-        conn.close()
     server.close()
     queues.reset()
 
