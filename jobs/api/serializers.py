@@ -185,22 +185,22 @@ class JobTypeSerializer(serializers.Serializer):
     params_schema = serializers.DictField(source="json_schema", help_text="JSON Schema of the params.")
 
 
-class QueueHealthSerializer(serializers.Serializer):
+class QueueStateSerializer(serializers.Serializer):
+    """A queue's live state, from Redis."""
+
+    waiting = serializers.IntegerField(help_text="Jobs on the queue in Redis now.")
+    scheduled = serializers.IntegerField(help_text="Delayed jobs and retries waiting for their time.")
+    running = serializers.IntegerField()
+    paused = serializers.BooleanField()
+    oldest_waiting_age = serializers.FloatField(allow_null=True, help_text="Seconds the oldest waiting job waited.")
+
+
+class QueueHealthSerializer(QueueStateSerializer):
     name = serializers.CharField()
-    waiting = serializers.IntegerField(help_text="Jobs on the queue in Redis now.")
-    scheduled = serializers.IntegerField(help_text="Delayed jobs and retries waiting for their time.")
-    running = serializers.IntegerField()
-    paused = serializers.BooleanField()
-    oldest_waiting_age = serializers.FloatField(allow_null=True, help_text="Seconds the oldest waiting job waited.")
 
 
-class QueueStatsSerializer(serializers.Serializer):
+class QueueStatsSerializer(QueueStateSerializer):
     counts = serializers.DictField(child=serializers.IntegerField(), help_text="Jobs per status, and total.")
-    waiting = serializers.IntegerField(help_text="Jobs on the queue in Redis now.")
-    scheduled = serializers.IntegerField(help_text="Delayed jobs and retries waiting for their time.")
-    running = serializers.IntegerField()
-    paused = serializers.BooleanField()
-    oldest_waiting_age = serializers.FloatField(allow_null=True, help_text="Seconds the oldest waiting job waited.")
 
 
 class WindowSerializer(serializers.Serializer):

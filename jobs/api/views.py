@@ -248,6 +248,13 @@ class QueueListApi(JobsApiView):
         )
 
 
+QUEUE_ACTION_RESPONSES = {
+    200: s.QueueHealthSerializer,
+    **WRITE_ERRORS,
+    404: OpenApiResponse(s.ErrorSerializer, description="No such queue."),
+}
+
+
 class QueuePauseApi(JobsApiView):
     permission_classes = [ActOnJobs]  # change_job, checked in post()
     paused = True
@@ -256,11 +263,7 @@ class QueuePauseApi(JobsApiView):
         operation_id="queues_pause",
         summary="Pause a queue: workers take no new job from it (running ones finish)",
         request=None,
-        responses={
-            200: s.QueueHealthSerializer,
-            **WRITE_ERRORS,
-            404: OpenApiResponse(s.ErrorSerializer, description="No such queue."),
-        },
+        responses=QUEUE_ACTION_RESPONSES,
     )
     def post(self, request: Request, name: str) -> Response:
         if not request.user.has_perm("jobs.change_job"):
@@ -281,11 +284,7 @@ class QueueResumeApi(QueuePauseApi):
         operation_id="queues_resume",
         summary="Resume a paused queue",
         request=None,
-        responses={
-            200: s.QueueHealthSerializer,
-            **WRITE_ERRORS,
-            404: OpenApiResponse(s.ErrorSerializer, description="No such queue."),
-        },
+        responses=QUEUE_ACTION_RESPONSES,
     )
     def post(self, request: Request, name: str) -> Response:
         return super().post(request, name)
