@@ -24,17 +24,14 @@ from typing import Any
 
 import redis as redis_lib
 from django.db import (
-    DEFAULT_DB_ALIAS,
     DatabaseError,
     close_old_connections,
     connection,
-    connections,
-    models,
     transaction,
 )
 from redis import ConnectionPool, Redis
 
-from jobs import events
+from jobs import events, sql
 from jobs.events import Event
 from jobs.models import Job, JobAttempt
 from jobs.statuses import AttemptOutcome, JobStatus
@@ -145,67 +142,12 @@ def apply_events(batch: Iterable[Event]) -> ApplyResult:
         for job_id in changed_rows:
             rows[job_id].updated_at = now
         if changed_rows:
-            _update_rows(Job, [rows[job_id] for job_id in changed_rows], JOB_FIELDS)
+            sql.update_rows(Job, [rows[job_id] for job_id in changed_rows], JOB_FIELDS)
         if new_attempts:
-            _insert_rows(JobAttempt, list(new_attempts.values()))
+            sql.insert_rows(JobAttempt, list(new_attempts.values()))
         if changed_attempts:
-            _update_rows(JobAttempt, [attempts[key] for key in changed_attempts], ATTEMPT_FIELDS)
+            sql.update_rows(JobAttempt, [attempts[key] for key in changed_attempts], ATTEMPT_FIELDS)
     return result
-
-
-# The ORM's bulk_update builds a CASE WHEN per field and row, and bulk_create
-# compiles every value through the query machinery: milliseconds of Python per
-# job, taken from the worker whose process the mirror shares. These two run one
-# prepared statement for all the rows (executemany), with the same conversions.
-
-
-def _insert_rows(model: type[models.Model], objs: list[Any]) -> None:
-    """INSERT the objects (the columns bulk_create would write, but the auto primary key: not read back)."""
-    db = connections[DEFAULT_DB_ALIAS]
-    opts = model._meta
-    fields = [field for field in opts.concrete_fields if not field.primary_key and not field.generated]
-    quote = db.ops.quote_name
-    columns = ", ".join(quote(field.column) for field in fields)
-    marks = ", ".join(["%s"] * len(fields))
-    sql = f"INSERT INTO {quote(opts.db_table)} ({columns}) VALUES ({marks})"
-    params = [[field.get_db_prep_save(field.pre_save(obj, True), db) for field in fields] for obj in objs]
-    with db.cursor() as cursor:
-        cursor.executemany(sql, params)
-
-
-def _update_rows(model: type[models.Model], objs: list[Any], field_names: list[str]) -> None:
-    """UPDATE `field_names` of each object, by primary key."""
-    db = connections[DEFAULT_DB_ALIAS]
-    opts = model._meta
-    fields = [opts.get_field(name) for name in field_names]
-    concrete = [field for field in fields if isinstance(field, models.Field) and field.concrete]
-    if len(concrete) != len(fields):
-        raise ValueError(f"{model.__name__}: only concrete fields can be updated")
-    quote = db.ops.quote_name
-    assignments = ", ".join(f"{quote(field.column)} = %s" for field in concrete)
-    pk = opts.pk
-    sql = f"UPDATE {quote(opts.db_table)} SET {assignments} WHERE {quote(pk.column)} = %s"
-    params = [
-        [field.get_db_prep_save(getattr(obj, field.attname), db) for field in concrete]
-        + [pk.get_db_prep_save(obj.pk, db)]
-        for obj in objs
-    ]
-    if db.vendor == "postgresql" and len(objs) > 1:
-        # One statement for the batch: its count trigger fires once, not once per row.
-        columns: list[Any] = [*concrete, pk]
-        row = "(" + ", ".join(f"%s::{field.cast_db_type(db)}" for field in columns) + ")"
-        names = ", ".join(quote(field.column) for field in columns)
-        sets = ", ".join(f"{quote(field.column)} = v.{quote(field.column)}" for field in concrete)
-        table = quote(opts.db_table)
-        sql = (
-            f"UPDATE {table} SET {sets} FROM (VALUES {', '.join([row] * len(objs))}) AS v ({names}) "
-            f"WHERE {table}.{quote(pk.column)} = v.{quote(pk.column)}"
-        )
-        with db.cursor() as cursor:
-            cursor.execute(sql, [value for values in params for value in values])
-        return
-    with db.cursor() as cursor:
-        cursor.executemany(sql, params)
 
 
 def _apply_to_attempt(attempt: JobAttempt, event: Event) -> None:

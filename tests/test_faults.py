@@ -31,7 +31,7 @@ from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
 
 from jobs import events, queues, registry, services
-from jobs import mirror as mirror_module
+from jobs import sql as sql_module
 from jobs.errors import QueueUnavailable
 from jobs.mirror import apply_events
 from jobs.models import Job, JobAttempt
@@ -447,7 +447,7 @@ def test_it_keeps_a_finished_job_finished_when_two_mirrors_apply_its_last_events
 
     # One mirror is slow: it has read the row when the other one applies the job's end.
     progress_read, end_applied = threading.Event(), threading.Event()
-    update_rows = mirror_module._update_rows
+    update_rows = sql_module.update_rows
 
     def slow_update_rows(model: Any, objs: Any, fields: Any) -> Any:
         if model is Job and threading.current_thread().name == "slow-mirror":
@@ -455,7 +455,7 @@ def test_it_keeps_a_finished_job_finished_when_two_mirrors_apply_its_last_events
             end_applied.wait(3)
         return update_rows(model, objs, fields)
 
-    monkeypatch.setattr(mirror_module, "_update_rows", slow_update_rows)
+    monkeypatch.setattr(sql_module, "update_rows", slow_update_rows)
     errors: list[BaseException] = []
 
     def mirror(name: str, batch: list[events.Event], done: threading.Event | None = None) -> threading.Thread:
