@@ -45,7 +45,12 @@ class Job(models.Model):
 
     worker_name = models.CharField(max_length=200, blank=True)
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        db_index=False,  # job_created_by_idx leads with it
     )
     #: What `search` looks through: params and error, upper-cased (trigram-indexed on Postgres).
     search_text = models.GeneratedField(
@@ -67,7 +72,8 @@ class Job(models.Model):
             models.Index(fields=["type", "status", "-created_at"], name="job_type_status_idx"),
             models.Index(fields=["queue", "status", "-created_at"], name="job_queue_status_idx"),
             models.Index(fields=["created_by", "-created_at"], name="job_created_by_idx"),
-            models.Index(fields=["-ended_at"], name="job_ended_idx"),
+            # Only ended jobs: a job is inserted without it, and filters on it are ranges.
+            models.Index(fields=["-ended_at"], name="job_ended_idx", condition=models.Q(ended_at__isnull=False)),
         ]
 
     def __str__(self) -> str:
