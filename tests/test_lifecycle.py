@@ -10,6 +10,7 @@ import pytest
 
 from jobs import services
 from jobs.models import Job
+from jobs.services import JobRequest
 from jobs.statuses import AttemptOutcome, JobStatus
 from tests.conftest import wait_for
 
@@ -127,3 +128,18 @@ def test_the_simple_worker_class_mirrors_too(processes):
     assert bad.scheduled_for is not None
     assert "the example job was asked to fail" in bad.error
     assert "Traceback" in bad.attempt_set.get().traceback
+
+
+def test_every_job_of_a_bulk_request_runs_with_its_own_params(processes):
+    processes.worker(worker_class="jobs.worker.SimpleWorker")
+    jobs = services.jobs_enqueue(
+        requests=[
+            JobRequest(type="example", params={"duration": 0.2, "steps": 2, "message": f"job {index}"}, queue=queue)
+            for index, queue in enumerate(["default", "low", "default", "high"])
+        ]
+    )
+    for index, job in enumerate(jobs):
+        finished(job)
+        assert job.status == JobStatus.FINISHED
+        assert job.result == {"slept": 0.2, "message": f"job {index}"}
+        assert job.attempts == 1

@@ -7,8 +7,10 @@ import zlib
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 from rq.job import Job as RQJob
+from rq.job import Retry
 from rq.registry import ScheduledJobRegistry
 
 from jobs import queues, services
@@ -110,6 +112,49 @@ def test_a_bulk_request_is_all_or_nothing():
     assert Job.objects.count() == 50
     assert queues.get_queue("default").count == 50
     assert {str(job.id) for job in created} == set(queues.get_queue("default").get_job_ids())
+
+
+def test_each_job_of_a_bulk_request_is_stored_in_redis_as_rq_would_store_it_alone():
+    email = {"to": "ada@example.com", "subject": "s", "body": "b"}
+    created = services.jobs_enqueue(
+        requests=[
+            JobRequest(type="example", params={"message": "first"}),
+            JobRequest(type="example", params={"message": "second"}, queue="low"),
+            JobRequest(type="email", params=email),
+            JobRequest(type="example", params={"message": "third", "duration": 2}),
+            JobRequest(type="example", params={"message": "later"}, delay_seconds=60),
+        ]
+    )
+    first, second, mail, third, later = created
+    assert queues.get_queue("default").get_job_ids() == [str(first.id), str(third.id)]
+    assert queues.get_queue("low").get_job_ids() == [str(second.id)]
+    assert queues.get_queue("high").get_job_ids() == [str(mail.id)]
+    assert ScheduledJobRegistry(queue=queues.get_queue("default")).get_job_ids() == [str(later.id)]
+
+    # Every field RQ keeps of a job, against the job RQ's own create_job and enqueue make for
+    # the row (but the timestamps, and the retry delays, which are drawn with jitter).
+    drawn = {"created_at", "enqueued_at", "retry_intervals"}
+    for job in [first, second, mail, third]:
+        retries = job.max_attempts - 1
+        queue = queues.get_queue(job.queue)
+        reference = queue.create_job(
+            services.RUN_FUNC,
+            args=(job.type, job.params),
+            job_id=str(job.id),
+            timeout=job.timeout,
+            result_ttl=settings.JOBS_RESULT_TTL,
+            failure_ttl=settings.JOBS_FAILURE_TTL,
+            description=f"{job.type} {job.id}",
+            meta={"attempt_base": 0, "retries": retries},
+            retry=Retry(max=retries, interval=0) if retries else None,
+        )
+        queue._prepare_for_queue(reference)
+        encode = queues.redis().get_encoder().encode  # as the pipeline sends values
+        expected = {key: encode(value) for key, value in reference.to_dict().items() if key not in drawn}
+        stored = queues.redis().hgetall(f"rq:job:{job.id}")
+        assert {key.decode(): value for key, value in stored.items() if key.decode() not in drawn} == expected
+        assert rq_job(job).args == [job.type, job.params]
+        assert len(rq_job(job).retry_intervals) == job.max_attempts - 1
 
 
 def test_a_delayed_job_waits_in_the_schedule_with_its_time_visible():
