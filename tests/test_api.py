@@ -38,6 +38,7 @@ from rest_framework.test import APIClient
 from rq.registry import ScheduledJobRegistry
 
 from jobs import queues, registry, services, stats
+from jobs.api import serializers as s
 from jobs.api.throttling import JobWriteThrottle
 from jobs.models import Job, JobCount, JobCountDelta, JobEndMinute
 from jobs.services import JobRequest
@@ -322,6 +323,19 @@ def test_a_json_list_creates_every_job_in_it(operator):
     assert {str(pk) for pk in Job.objects.values_list("id", flat=True)} == {job["id"] for job in created}
     for job in created:
         assert queues.get_queue(job["queue"]).get_job_ids() == [job["id"]]
+
+
+def test_a_json_list_answers_each_job_as_its_declared_fields_render_it(operator):
+    response = operator.post(JOBS, [{}, {"queue": "low", "delay_seconds": 60}], format="json")
+    assert response.status_code == 201, response.content
+    answered = response.json()
+    jobs = [Job.objects.get(id=job["id"]) for job in answered]
+    # DRF's own field-by-field rendering of JobCreatedSerializer, which the view writes out by hand.
+    generic = super(s.JobCreatedSerializer, s.JobCreatedSerializer())
+    assert answered == [json.loads(json.dumps(generic.to_representation(job))) for job in jobs]
+    assert answered[0]["url"].endswith(f"/api/jobs/{answered[0]['id']}")
+    assert answered[1]["status"] == "scheduled"
+    assert answered[1]["scheduled_for"] is not None
 
 
 def test_a_json_list_with_one_bad_job_creates_none_of_them(operator):
