@@ -1,6 +1,7 @@
 """REST API latency at 10,000 and 1,000,000 history rows, POST throughput, and bulk creation vs raw RQ.
 
     .venv/bin/python bench/api_scale.py            # ~5-10 minutes
+    .venv/bin/python bench/api_scale.py --only-bulk  # step 4 alone, about a minute
     .venv/bin/python bench/api_scale.py --help
 
 What it does, in one run:
@@ -665,45 +666,13 @@ def timed(target: Any, name: str, totals: dict[str, float]) -> Iterator[None]:
         setattr(target, name, original)
 
 
-@contextlib.contextmanager
-def shared_queues() -> Iterator[None]:
-    """What-if (this process only): `jobs.queues.get_queue` returns one cached Queue per name on the
-    shared connection, instead of a new Queue on a new Redis client (and TCP connection) per call."""
-    import django_rq
-
-    from jobs import queues
-
-    original = queues.get_queue
-    made: dict[str, Any] = {}
-
-    def get_queue(name: str) -> Any:
-        if name not in queues.QUEUE_NAMES:
-            raise ValueError(f"unknown queue {name!r}")
-        if name not in made:
-            made[name] = django_rq.get_queue(name, serializer=queues.SERIALIZER, connection=queues.redis())
-        return made[name]
-
-    queues.get_queue = get_queue
-    try:
-        yield
-    finally:
-        queues.get_queue = original
-
-
-def queues_are_shared() -> bool:
-    """Whether jobs.queues hands out one Queue (and Redis client) per name, or a new one per call."""
-    from jobs import queues
-
-    return queues.get_queue(queues.DEFAULT) is queues.get_queue(queues.DEFAULT)
-
-
 def bulk_breakdown(n: int, user: Any, *, profile: bool = False) -> dict[str, Any]:
     """The API's bulk path in-process, stage by stage (what the view does, in order)."""
+    import redis.client
     from rest_framework.renderers import JSONRenderer
 
-    from jobs import services
+    from jobs import services, sql
     from jobs.api import serializers as s
-    from jobs.models import Job
 
     body = json.dumps([{"type": "example"} for _ in range(n)]).encode()
     stages: dict[str, float] = {}
@@ -724,15 +693,16 @@ def bulk_breakdown(n: int, user: Any, *, profile: bool = False) -> dict[str, Any
     t0 = time.perf_counter()
     with (
         timed(services, "_validate", inner),
-        timed(Job.objects, "bulk_create", inner),
-        timed(services, "_build_rq_job", inner),
-        timed(services, "_push", inner),
+        timed(sql, "_prepared", inner),
+        timed(services, "_stage", inner),
+        timed(services, "_point_at", inner),
+        timed(redis.client.Pipeline, "execute", inner),
     ):
         jobs = services.jobs_enqueue(requests=job_requests, user=user)
     stages["services.jobs_enqueue"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    data_out = s.JobSerializer(jobs, many=True).data
-    stages["JobSerializer(many=True).data (response)"] = time.perf_counter() - t0
+    data_out = s.JobCreatedSerializer(jobs, many=True).data
+    stages["JobCreatedSerializer(many=True).data (response)"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     rendered = JSONRenderer().render(data_out)
     stages["JSONRenderer.render (response)"] = time.perf_counter() - t0
@@ -741,11 +711,12 @@ def bulk_breakdown(n: int, user: Any, *, profile: bool = False) -> dict[str, Any
     enqueue = stages["services.jobs_enqueue"]
     detail = {
         "  _validate: registry + pydantic, per job": inner.get("_validate", 0.0),
-        "  Job.objects.bulk_create: INSERT, count trigger": inner.get("bulk_create", 0.0),
-        "  _push: _build_rq_job per job (get_queue, create_job)": inner.get("_build_rq_job", 0.0),
-        "  _push: rest (get_queue, enqueue_job, EXEC)": inner.get("_push", 0.0) - inner.get("_build_rq_job", 0.0),
+        "  sql._prepared: field values for the database": inner.get("_prepared", 0.0),
+        "  _stage: _point_at per job (RQ job re-pointed at the row)": inner.get("_point_at", 0.0),
+        "  _stage: rest (save per job, RPUSH per queue)": inner.get("_stage", 0.0) - inner.get("_point_at", 0.0),
+        "  Pipeline.execute: Redis MULTI ... EXEC": inner.get("execute", 0.0),
     }
-    detail["  rest: Job() objects, transaction"] = enqueue - sum(detail.values())
+    detail["  rest: Job() objects, COPY/INSERT left after _stage, commit"] = enqueue - sum(detail.values())
     ordered: dict[str, float] = {}
     for stage, seconds in stages.items():
         ordered[stage] = seconds
@@ -867,10 +838,107 @@ def print_reads(sizes: list[int], reads: dict[int, dict[str, dict[str, Any]]], *
     return rows
 
 
+def measure_bulk(server: Gunicorn, token: str, user: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """One POST of `args.bulk` jobs vs RQ's enqueue_many, alternating; then the same in-process, step by step."""
+    log(f"bulk: {args.bulk:,} jobs in one POST vs RQ enqueue_many, {args.bulk_reps} repetitions")
+    api_runs: list[dict[str, Any]] = []
+    raw_runs: list[dict[str, float]] = []
+    raw_rq_enqueue_many(200)  # warm up imports and the connection
+    for rep in range(args.bulk_reps):
+        for which in ["api", "raw"] if rep % 2 == 0 else ["raw", "api"]:
+            if which == "api":
+                api_runs.append(api_bulk(server.base, token, args.bulk))
+                if not api_runs[-1]["ok"]:
+                    log(f"bulk POST refused: {api_runs[-1]}")
+            else:
+                raw_runs.append(raw_rq_enqueue_many(args.bulk))
+    ok_runs = [run for run in api_runs if run["ok"]]
+    raw_s = statistics.median(run["seconds"] for run in raw_runs)
+    from django.conf import settings
+
+    bulk: dict[str, Any] = {
+        "n": args.bulk,
+        "api_runs": api_runs,
+        "raw_runs": raw_runs,
+        "raw_seconds": raw_s,
+        "raw_jobs_per_s": args.bulk / raw_s,
+        "request_bytes": api_runs[0]["request_bytes"],
+        "data_upload_max_memory_size": settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
+        "pass": False,
+    }
+    if ok_runs:
+        api_s = statistics.median(run["seconds"] for run in ok_runs)
+        ratio = raw_s / api_s
+        bulk.update({"api_seconds": api_s, "api_jobs_per_s": args.bulk / api_s, "ratio": ratio})
+        bulk["pass"] = ratio >= BULK_TARGET
+    log("bulk, in-process, stage by stage")
+    bulk["breakdown"] = bulk_breakdown(args.bulk, user)
+    bulk["raw_alongside"] = raw_rq_enqueue_many(args.bulk)
+    if not bulk["pass"]:
+        profile_n = min(1000, args.bulk)
+        log(f"bulk target missed: profiling {profile_n:,} jobs in-process")
+        bulk["profile_n"] = profile_n
+        bulk["profile"] = bulk_breakdown(profile_n, user, profile=True)["profile"]
+    return bulk
+
+
+def print_bulk(bulk: dict[str, Any], reps: int) -> None:
+    n = bulk["n"]
+    limit = bulk["data_upload_max_memory_size"]
+    print(
+        f"Bulk creation of {n:,} jobs (median of {reps}). Request body {bulk['request_bytes']:,} "
+        f"bytes; DATA_UPLOAD_MAX_MEMORY_SIZE {limit:,} bytes = {limit // n} bytes per job at {n:,}"
+    )
+    ok_runs = [run for run in bulk["api_runs"] if run["ok"]]
+    if ok_runs:
+        runs = ", ".join(format(run["seconds"], ".2f") for run in ok_runs)
+        print(
+            f"  one POST /api/jobs with a list:    {bulk['api_seconds']:6.2f} s = "
+            f"{bulk['api_jobs_per_s']:7,.0f} jobs/s "
+            f"(runs {runs} s; response {ok_runs[0]['response_bytes']:,} bytes)"
+        )
+    else:
+        print(f"  one POST /api/jobs with a list: REFUSED {bulk['api_runs'][0]}")
+    raw_runs = bulk["raw_runs"]
+    runs = ", ".join(format(run["seconds"], ".2f") for run in raw_runs)
+    prepare = statistics.median(run["prepare_s"] for run in raw_runs)
+    many = statistics.median(run["enqueue_many_s"] for run in raw_runs)
+    print(
+        f"  RQ Queue.enqueue_many, JSON, raw:  {bulk['raw_seconds']:6.2f} s = {bulk['raw_jobs_per_s']:7,.0f} jobs/s "
+        f"(runs {runs} s; prepare_data {prepare:.2f} s + enqueue_many {many:.2f} s)"
+    )
+    if ok_runs:
+        verdict = "PASS" if bulk["pass"] else "FAIL"
+        print(f"  ratio API / raw RQ: {bulk['ratio']:.2f} (target >= {BULK_TARGET}): {verdict}")
+    breakdown, raw = bulk["breakdown"], bulk["raw_alongside"]
+    print_breakdown("in-process, the view's steps", breakdown)
+    print(
+        f"    => in-process ratio vs raw RQ run right after ({raw['seconds']:.2f} s): "
+        f"{raw['seconds'] / breakdown['total_s']:.2f} (no HTTP/ASGI)"
+    )
+    if "profile" in bulk:
+        print()
+        print(f"Bulk target missed: in-process profile of the view's steps for {bulk['profile_n']:,} jobs (cumulative)")
+        print(bulk["profile"])
+
+
 def print_breakdown(title: str, breakdown: dict[str, Any]) -> None:
     print(f"  {title} ({breakdown['total_s']:.2f} s in all):")
     for stage, seconds in breakdown["stages_s"].items():
         print(f"    {stage:<56} {seconds:7.3f} s")
+
+
+def finish(results: dict[str, Any], run_started: float, *, all_pass: bool) -> int:
+    print()
+    total_s = time.perf_counter() - run_started
+    verdict = "ALL TARGETS MET" if all_pass else "SOME TARGETS MISSED"
+    print(f"{verdict}; run time {total_s / 60:.1f} min; load average now {os.getloadavg()[0]:.1f}")
+    results["run_seconds"] = total_s
+    RESULTS_DIR.mkdir(exist_ok=True)
+    out = RESULTS_DIR / f"api_scale-{datetime.now(tz=UTC):%Y%m%dT%H%M%SZ}.json"
+    out.write_text(json.dumps(results, indent=2, default=str))
+    print(f"results: {out.relative_to(ROOT)}")
+    return 0 if all_pass else 1
 
 
 def main() -> int:
@@ -885,6 +953,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (2)")
     parser.add_argument("--pg-url", default=PG_URL, help=f"Postgres server, without a database ({PG_URL})")
     parser.add_argument("--keep", action="store_true", help="keep the database (and print its URL)")
+    parser.add_argument("--only-bulk", action="store_true", help="measure bulk creation only (about a minute)")
     args = parser.parse_args()
     if args.large <= args.small or args.small <= PAGE_SIZE * 2:
         parser.error("need --large > --small > 100")
@@ -925,6 +994,14 @@ def main() -> int:
         results["data_upload_max_memory_size"] = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
         user, token = make_superuser()
         connections.close_all()
+        if args.only_bulk:
+            server = Gunicorn(db_url, free_port(), args.workers, tmp / "gunicorn.log")
+            server.start(token)
+            bulk = measure_bulk(server, token, user, args)
+            results["bulk"] = bulk
+            print()
+            print_bulk(bulk, args.bulk_reps)
+            return finish(results, run_started, all_pass=bulk["pass"])
 
         sizes = [args.small, args.large]
         reads: dict[int, dict[str, dict[str, Any]]] = {}
@@ -998,51 +1075,10 @@ def main() -> int:
         posts = measure_posts(server.base, token, args.post_seconds, args.concurrency)
         results["post"] = posts
 
-        log(f"bulk: {args.bulk:,} jobs in one POST vs RQ enqueue_many, {args.bulk_reps} repetitions")
-        api_runs: list[dict[str, Any]] = []
-        raw_runs: list[dict[str, float]] = []
-        raw_rq_enqueue_many(200)  # warm up imports and the connection
-        for rep in range(args.bulk_reps):
-            for which in ["api", "raw"] if rep % 2 == 0 else ["raw", "api"]:
-                if which == "api":
-                    api_runs.append(api_bulk(server.base, token, args.bulk))
-                    if not api_runs[-1]["ok"]:
-                        log(f"bulk POST refused: {api_runs[-1]}")
-                else:
-                    raw_runs.append(raw_rq_enqueue_many(args.bulk))
+        bulk = measure_bulk(server, token, user, args)
         server.stop()
         server = None
-        ok_runs = [run for run in api_runs if run["ok"]]
-        raw_s = statistics.median(run["seconds"] for run in raw_runs)
-        bulk: dict[str, Any] = {
-            "n": args.bulk,
-            "api_runs": api_runs,
-            "raw_runs": raw_runs,
-            "raw_seconds": raw_s,
-            "raw_jobs_per_s": args.bulk / raw_s,
-            "request_bytes": api_runs[0]["request_bytes"],
-            "data_upload_max_memory_size": results["data_upload_max_memory_size"],
-        }
-        if ok_runs:
-            api_s = statistics.median(run["seconds"] for run in ok_runs)
-            bulk.update({"api_seconds": api_s, "api_jobs_per_s": args.bulk / api_s, "ratio": raw_s / api_s})
         results["bulk"] = bulk
-        bulk_ok = bool(ok_runs) and bulk["ratio"] >= BULK_TARGET
-        log("bulk, in-process, stage by stage")
-        breakdown = bulk_breakdown(args.bulk, user)
-        breakdown_raw = raw_rq_enqueue_many(args.bulk)
-        whatif = None
-        if not queues_are_shared():
-            log("bulk, in-process: what-if one cached Queue per name (monkeypatched in this process only)")
-            with shared_queues():
-                whatif = bulk_breakdown(args.bulk, user)
-        results["bulk_breakdown"] = {"as_is": breakdown, "raw_alongside": breakdown_raw, "shared_queues": whatif}
-        profile_n = min(1000, args.bulk)
-        profile = None
-        if not bulk_ok:
-            log(f"bulk target missed: profiling {profile_n:,} jobs in-process")
-            profile = bulk_breakdown(profile_n, user, profile=True)["profile"]
-            results["bulk_profile"] = profile
         connections.close_all()
 
         # --- report -------------------------------------------------------------
@@ -1104,43 +1140,11 @@ def main() -> int:
                 f"p50 {post['p50_ms']:.0f} ms, p95 {post['p95_ms']:.0f} ms; status codes {post['status_codes']}"
             )
         print()
-        limit = bulk["data_upload_max_memory_size"]
-        print(
-            f"Bulk creation of {args.bulk:,} jobs (median of {args.bulk_reps}). Request body {bulk['request_bytes']:,} "
-            f"bytes; DATA_UPLOAD_MAX_MEMORY_SIZE {limit:,} bytes = {limit // args.bulk} bytes per job at {args.bulk:,}"
-        )
-        if ok_runs:
-            runs = ", ".join(format(run["seconds"], ".2f") for run in ok_runs)
-            print(
-                f"  one POST /api/jobs with a list:    {bulk['api_seconds']:6.2f} s = "
-                f"{bulk['api_jobs_per_s']:7,.0f} jobs/s "
-                f"(runs {runs} s; response {ok_runs[0]['response_bytes']:,} bytes)"
-            )
-        else:
-            print(f"  one POST /api/jobs with a list: REFUSED {api_runs[0]}")
-        runs = ", ".join(format(run["seconds"], ".2f") for run in raw_runs)
-        prepare = statistics.median(run["prepare_s"] for run in raw_runs)
-        many = statistics.median(run["enqueue_many_s"] for run in raw_runs)
-        print(
-            f"  RQ Queue.enqueue_many, JSON, raw:  {raw_s:6.2f} s = {bulk['raw_jobs_per_s']:7,.0f} jobs/s "
-            f"(runs {runs} s; prepare_data {prepare:.2f} s + enqueue_many {many:.2f} s)"
-        )
-        if ok_runs:
-            verdict = "PASS" if bulk_ok else "FAIL"
-            print(f"  ratio API / raw RQ: {bulk['ratio']:.2f} (target >= {BULK_TARGET}): {verdict}")
-        print_breakdown("in-process, the view's steps", breakdown)
-        print(
-            f"    => in-process ratio vs raw RQ run right after ({breakdown_raw['seconds']:.2f} s): "
-            f"{breakdown_raw['seconds'] / breakdown['total_s']:.2f} (no HTTP/ASGI)"
-        )
-        if whatif is not None:
-            print_breakdown("in-process, what-if one cached Queue per name (jobs/queues.py)", whatif)
-            print(f"    => what-if ratio: {breakdown_raw['seconds'] / whatif['total_s']:.2f} (no HTTP/ASGI)")
-        else:
-            print("  (jobs.queues already returns one cached Queue per name: no per-job Redis client)")
+        print_bulk(bulk, args.bulk_reps)
 
         # --- diagnosis of missed targets -------------------------------------------
         failed_reads = [row for row in read_rows if not (row["p50_pass"] and row["ratio_pass"])]
+        bulk_ok = bulk["pass"]
         results["targets"] = {"reads": read_rows, "bulk_ratio_pass": bulk_ok, "all_pass": not failed_reads and bulk_ok}
         by_key = {endpoint.key: endpoint for endpoint in endpoints_by_size[args.large]}
         results["explain"] = explains
@@ -1161,20 +1165,7 @@ def main() -> int:
                 print("  EXPLAIN (ANALYZE, BUFFERS):")
                 for line in info["plan"].splitlines():
                     print(f"    {line}")
-        if profile:
-            print()
-            print(f"Bulk target missed: in-process profile of the view's steps for {profile_n:,} jobs (cumulative)")
-            print(profile)
-        print()
-        total_s = time.perf_counter() - run_started
-        verdict = "ALL TARGETS MET" if results["targets"]["all_pass"] else "SOME TARGETS MISSED"
-        print(f"{verdict}; run time {total_s / 60:.1f} min; load average now {os.getloadavg()[0]:.1f}")
-        results["run_seconds"] = total_s
-        RESULTS_DIR.mkdir(exist_ok=True)
-        out = RESULTS_DIR / f"api_scale-{datetime.now(tz=UTC):%Y%m%dT%H%M%SZ}.json"
-        out.write_text(json.dumps(results, indent=2, default=str))
-        print(f"results: {out.relative_to(ROOT)}")
-        return 0 if results["targets"]["all_pass"] else 1
+        return finish(results, run_started, all_pass=results["targets"]["all_pass"])
     finally:
         if server is not None:
             server.stop()
