@@ -7,6 +7,8 @@ import zlib
 from datetime import timedelta
 
 import pytest
+import redis
+import redis.client
 from django.conf import settings
 from django.utils import timezone
 from rq.job import Job as RQJob
@@ -14,7 +16,7 @@ from rq.job import Retry
 from rq.registry import ScheduledJobRegistry
 
 from jobs import queues, services
-from jobs.errors import ActionNotAllowed, InvalidJobRequest
+from jobs.errors import ActionNotAllowed, InvalidJobRequest, QueueUnavailable
 from jobs.models import Job
 from jobs.services import JobRequest
 from jobs.statuses import JobStatus
@@ -155,6 +157,23 @@ def test_each_job_of_a_bulk_request_is_stored_in_redis_as_rq_would_store_it_alon
         assert {key.decode(): value for key, value in stored.items() if key.decode() not in drawn} == expected
         assert rq_job(job).args == [job.type, job.params]
         assert len(rq_job(job).retry_intervals) == job.max_attempts - 1
+
+
+def test_a_bulk_request_whose_redis_transaction_fails_leaves_no_row_and_no_job(monkeypatch):
+    services.job_enqueue(type="example")  # the queue is known and its Redis version read: only EXEC will fail
+    before = set(queues.redis().keys("rq:job:*"))
+
+    def redis_drops(self, *args, **kwargs):
+        raise redis.ConnectionError("Connection reset by peer")
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", redis_drops)
+    with pytest.raises(QueueUnavailable):
+        services.jobs_enqueue(requests=[JobRequest(type="example") for _ in range(3)])
+    monkeypatch.undo()
+    assert Job.objects.count() == 1
+    assert set(queues.redis().keys("rq:job:*")) == before
+    assert queues.get_queue("default").count == 1
+    assert len(services.jobs_enqueue(requests=[JobRequest(type="example") for _ in range(2)])) == 2
 
 
 def test_a_delayed_job_waits_in_the_schedule_with_its_time_visible():
