@@ -63,6 +63,12 @@ class Event:
         return int(self.id.split("-", 1)[0]) / 1000
 
 
+def seq_after(attempts: int) -> int:
+    """The sequence past every event of a job's first `attempts` attempts: what a row
+    set back to queued (a retry) carries, so no late event of an old attempt undoes it."""
+    return attempts * 4 + PHASE[FINISHED]
+
+
 def decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event | None:
     raw = fields.get(b"e")
     entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id

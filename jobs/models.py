@@ -8,6 +8,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Value
 from django.db.models.functions import Cast, Concat, Upper
+from django.utils import timezone
 
 from jobs.statuses import AttemptOutcome, JobStatus
 
@@ -156,3 +157,82 @@ class JobEndMinute(models.Model):
 
     def __str__(self) -> str:
         return f"{self.minute:%Y-%m-%d %H:%M} {self.queue}/{self.status}: {self.count}"
+
+
+class JobRunDelta(models.Model):
+    """One row per job that ended (finished or failed), with its run and wait time, written by
+    database triggers (migration 0007); `stats.fold()` adds them into `JobEndHour` and deletes them."""
+
+    type = models.CharField(max_length=100)
+    queue = models.CharField(max_length=50)
+    status = models.CharField(max_length=16)
+    run_ms = models.BigIntegerField(null=True)
+    wait_ms = models.BigIntegerField(null=True)
+    at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.status} at {self.at:%Y-%m-%d %H:%M}"
+
+
+class JobEndHour(models.Model):
+    """Jobs that ended in each hour, per queue, type and status, with histograms of their run
+    and wait times (milliseconds, in `stats.bucket` buckets): charts and percentiles without
+    reading the history."""
+
+    hour = models.DateTimeField()
+    queue = models.CharField(max_length=50)
+    type = models.CharField(max_length=100)
+    status = models.CharField(max_length=16)
+    count = models.BigIntegerField(default=0)
+    run_ms_sum = models.BigIntegerField(default=0)
+    run_hist = models.JSONField(default=dict)
+    wait_ms_sum = models.BigIntegerField(default=0)
+    wait_hist = models.JSONField(default=dict)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["hour", "queue", "type", "status"], name="jobendhour_unique"),
+        ]
+        indexes = [models.Index(fields=["hour"], name="jobendhour_hour_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H:00} {self.queue}/{self.type}/{self.status}: {self.count}"
+
+
+class JobAudit(models.Model):
+    """Who did what to which job, and when: every action, from the admin, the API, the page or code.
+
+    Kept when the job itself is removed (no foreign key to it).
+    """
+
+    class Via(models.TextChoices):
+        ADMIN = "admin", "Admin"
+        API = "api", "API"
+        PAGE = "page", "Jobs page"
+        CODE = "code", "Code"
+        SCHEDULE = "schedule", "Schedule"
+
+    job_id = models.UUIDField()
+    job_type = models.CharField(max_length=100)
+    action = models.CharField(max_length=16)
+    status_before = models.CharField(max_length=16, help_text="The job's status when the action was taken.")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
+    )
+    #: The user's name at the time (kept if the user is deleted).
+    username = models.CharField(max_length=150, blank=True)
+    via = models.CharField(max_length=16, choices=Via.choices, default=Via.CODE)
+    at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-at", "-id"]
+        indexes = [
+            models.Index(fields=["job_id", "-at"], name="jobaudit_job_idx"),
+            models.Index(fields=["-at"], name="jobaudit_at_idx"),
+        ]
+        verbose_name = "job action"
+        verbose_name_plural = "job actions"
+
+    def __str__(self) -> str:
+        who = self.username or "someone"
+        return f"{who} {self.action} {self.job_type} {self.job_id} via {self.via}"

@@ -154,5 +154,9 @@ def get(name: Any) -> JobType:
     return _registry[name]
 
 
+def names() -> frozenset[str]:
+    return frozenset(_registry)
+
+
 def all_types() -> list[JobType]:
     return [_registry[name] for name in sorted(_registry)]

@@ -4,20 +4,35 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import django_filters
+import redis as redis_lib
+from django.conf import settings
 from django.db.models import Prefetch, Q, QuerySet, Value
 from django.db.models.functions import Upper
 from django.utils import timezone
 from rq.worker import Worker as RQWorker
 
-from jobs import queues, registry, stats
+from jobs import events, queues, registry, stats
 from jobs.errors import InvalidJobRequest
-from jobs.models import Job, JobAttempt
+from jobs.mirror import oldest_unapplied_ms
+from jobs.models import Job, JobAttempt, JobAudit
+from jobs.scheduler import LOCK_KEY as SCHEDULER_LOCK
 from jobs.statuses import JobStatus
+from jobs.worker import PRODUCT_WORKERS, alive_key
+
+#: An RQ worker (not the product's) is stale when its heartbeat is older than RQ's worker TTL.
+RQ_WORKER_STALE_AFTER = 420
+#: The history is shown as behind when an unapplied transition is older than this (seconds).
+MIRROR_BEHIND_WARNING = 30.0
+#: A failure spike: at least this many failures in 15 minutes, a rate at least twice the
+#: last day's and this much above it.
+FAILURE_SPIKE_MIN_FAILED = 5
+FAILURE_SPIKE_MIN_GAP = 0.1
 
 #: The columns a list needs (not the traceback, which can be large).
 LIST_FIELDS = (
@@ -152,21 +167,174 @@ def queue_health() -> dict[str, dict[str, Any]]:
 
 
 def workers() -> list[dict[str, Any]]:
-    """The workers alive now (RQ removes a worker's key when it stops beating)."""
-    found = []
-    for worker in RQWorker.all(connection=queues.redis(), serializer=queues.SERIALIZER):
-        found.append(
+    """The workers registered in Redis, with how long ago each last showed it was alive.
+
+    A product worker's mirror process refreshes a liveness key every few seconds
+    (the reconciler's signal): its heartbeat age comes from that key, and it is
+    `stale` once the key has expired while RQ still lists the worker (it died
+    without signing off). Other workers are judged by RQ's own heartbeat.
+    """
+    conn = queues.redis()
+    found = list(RQWorker.all(connection=conn, serializer=queues.SERIALIZER))
+    with conn.pipeline(transaction=False) as pipe:
+        for worker in found:
+            pipe.pttl(alive_key(worker.name))
+            pipe.sismember(PRODUCT_WORKERS, worker.name)
+        answers: Any = pipe.execute()
+    now = datetime.now(tz=UTC)
+    dead_after = float(settings.JOBS_WORKER_DEAD_AFTER)
+    result = []
+    for index, worker in enumerate(found):
+        alive_ms, is_product = answers[index * 2 : index * 2 + 2]
+        rq_heartbeat = worker.last_heartbeat
+        if rq_heartbeat is not None and rq_heartbeat.tzinfo is None:
+            rq_heartbeat = rq_heartbeat.replace(tzinfo=UTC)
+        if is_product:
+            stale = alive_ms is None or alive_ms < 0
+            age = None if stale else round(max(0.0, dead_after - alive_ms / 1000), 1)
+        else:
+            age = _age(rq_heartbeat, now)
+            stale = age is None or age > RQ_WORKER_STALE_AFTER
+        result.append(
             {
                 "name": worker.name,
                 "queues": worker.queue_names(),
                 "state": worker.get_state(),
                 "current_job": worker.get_current_job_id(),
-                "last_heartbeat": worker.last_heartbeat,
+                "heartbeat_age": age,
+                "stale": stale,
                 "successful_jobs": worker.successful_job_count,
                 "failed_jobs": worker.failed_job_count,
             }
         )
-    return sorted(found, key=lambda worker: worker["name"])
+    return sorted(result, key=lambda worker: worker["name"])
+
+
+def scheduler_state() -> dict[str, Any]:
+    """Whether a scheduler process is active: it holds a lock in Redis that it renews every tick."""
+    conn = queues.redis()
+    with conn.pipeline(transaction=False) as pipe:
+        pipe.get(SCHEDULER_LOCK)
+        pipe.pttl(SCHEDULER_LOCK)
+        holder, ttl_ms = pipe.execute()
+    return {
+        "alive": holder is not None,
+        "name": holder.decode() if isinstance(holder, bytes) else holder,
+        "lock_expires_in": round(ttl_ms / 1000, 1) if holder is not None and ttl_ms > 0 else None,
+    }
+
+
+def mirror_state() -> dict[str, Any]:
+    """The mirror's backlog: transitions written by workers that are not in the database yet."""
+    conn = queues.redis()
+    backlog = 0
+    try:
+        groups: Any = conn.xinfo_groups(events.STREAM)
+    except redis_lib.ResponseError:  # no stream yet: nothing was ever written
+        groups = []
+    for group in groups:
+        name = group["name"].decode() if isinstance(group["name"], bytes) else group["name"]
+        if name == events.GROUP:
+            backlog = int(group.get("pending") or 0) + int(group.get("lag") or 0)
+    oldest_ms = oldest_unapplied_ms(conn)
+    age = None if oldest_ms is None else round(max(0.0, time.time() - oldest_ms / 1000), 1)
+    return {"backlog": backlog, "oldest_age": age}
+
+
+def failure_rates(now: datetime | None = None) -> dict[str, Any]:
+    """Failed / processed over the last 15 minutes and the last day."""
+    now = now or timezone.now()
+    recent = stats.ended_counts(now - timedelta(minutes=15))
+    day = stats.ended_counts(now - timedelta(days=1))
+
+    def rate(counts: dict[str, int]) -> float | None:
+        processed = counts[JobStatus.FINISHED] + counts[JobStatus.FAILED]
+        return round(counts[JobStatus.FAILED] / processed, 4) if processed else None
+
+    return {
+        "last_15_minutes": rate(recent),
+        "last_day": rate(day),
+        "failed_last_15_minutes": recent[JobStatus.FAILED],
+    }
+
+
+def health_warnings(
+    queue_info: dict[str, dict[str, Any]],
+    worker_list: list[dict[str, Any]],
+    scheduler: dict[str, Any],
+    mirror: dict[str, Any],
+    failures: dict[str, Any],
+) -> list[dict[str, str]]:
+    """What an operator should look at now, most urgent first."""
+    found: list[dict[str, str]] = []
+    listening = {name for worker in worker_list if not worker["stale"] for name in worker["queues"]}
+    for name, info in queue_info.items():
+        if info["waiting"] and not info["paused"] and name not in listening:
+            found.append(
+                {
+                    "code": "no_worker",
+                    "queue": name,
+                    "message": f"Queue {name} has {info['waiting']} waiting jobs and no worker listening to it.",
+                }
+            )
+    for worker in worker_list:
+        if worker["stale"]:
+            found.append(
+                {
+                    "code": "stale_worker",
+                    "message": f"Worker {worker['name']} has stopped beating: it died or hangs.",
+                }
+            )
+    if not scheduler["alive"]:
+        found.append(
+            {
+                "code": "no_scheduler",
+                "message": "No scheduler is running: delayed jobs and retries wait, dead workers go unnoticed "
+                "(start manage.py runscheduler).",
+            }
+        )
+    if mirror["oldest_age"] is not None and mirror["oldest_age"] > MIRROR_BEHIND_WARNING:
+        found.append(
+            {
+                "code": "mirror_behind",
+                "message": f"The history is {mirror['oldest_age']:.0f} s behind the workers "
+                f"({mirror['backlog']} transitions not written yet): is the database reachable?",
+            }
+        )
+    recent, day = failures["last_15_minutes"], failures["last_day"]
+    if (
+        recent is not None
+        and failures["failed_last_15_minutes"] >= FAILURE_SPIKE_MIN_FAILED
+        and recent >= 2 * (day or 0)
+        and recent - (day or 0) >= FAILURE_SPIKE_MIN_GAP
+    ):
+        found.append(
+            {
+                "code": "failure_spike",
+                "message": f"{recent:.0%} of the jobs of the last 15 minutes failed, against {day or 0:.0%} "
+                "over the last day.",
+            }
+        )
+    return found
+
+
+def health() -> dict[str, Any]:
+    """Queue health: queues, workers, the scheduler, the mirror, failure rates, and warnings."""
+    queue_info = queue_health()
+    worker_list = workers()
+    for name, info in queue_info.items():
+        info["workers"] = sum(1 for worker in worker_list if name in worker["queues"] and not worker["stale"])
+    scheduler = scheduler_state()
+    mirror = mirror_state()
+    failures = failure_rates()
+    return {
+        "queues": queue_info,
+        "workers": worker_list,
+        "scheduler": scheduler,
+        "mirror": mirror,
+        "failure_rate": failures,
+        "warnings": health_warnings(queue_info, worker_list, scheduler, mirror, failures),
+    }
 
 
 def job_stats() -> dict[str, Any]:
@@ -182,23 +350,57 @@ def job_stats() -> dict[str, Any]:
         for status in statuses:
             totals[status] += row[status]
     totals["total"] = sum(totals[status] for status in statuses)
-    health = queue_health()
-    worker_list = workers()
+    state = health()
+    health_info, worker_list = state["queues"], state["workers"]
     now = timezone.now()
     last_hour = stats.ended_counts(now - timedelta(hours=1))
     last_day = stats.ended_counts(now - timedelta(days=1))
     return {
         "queues": {
-            name: {"counts": per_queue.get(name, dict.fromkeys([*statuses, "total"], 0)), **health.get(name, {})}
+            name: {"counts": per_queue.get(name, dict.fromkeys([*statuses, "total"], 0)), **health_info.get(name, {})}
             for name in per_queue
         },
         "totals": totals,
-        "paused_queues": sorted(name for name, info in health.items() if info["paused"]),
+        "paused_queues": sorted(name for name, info in health_info.items() if info["paused"]),
         "workers": {"alive": len(worker_list), "busy": sum(1 for w in worker_list if w["current_job"])},
+        "health": {
+            "workers": worker_list,
+            "scheduler": state["scheduler"],
+            "mirror": state["mirror"],
+            "failure_rate": state["failure_rate"],
+            "warnings": state["warnings"],
+        },
         "processed": {
             "last_hour": last_hour[JobStatus.FINISHED] + last_hour[JobStatus.FAILED],
             "last_day": last_day[JobStatus.FINISHED] + last_day[JobStatus.FAILED],
         },
         "failed": {"last_hour": last_hour[JobStatus.FAILED], "last_day": last_day[JobStatus.FAILED]},
         "generated_at": now,
+    }
+
+
+def job_audit(*, job_id: Any, limit: int = 200) -> list[JobAudit]:
+    """Who did what to a job, newest first (also for a job that was removed)."""
+    return list(JobAudit.objects.filter(job_id=job_id).order_by("-at", "-id")[:limit])
+
+
+#: How many types the statistics view lists as the slowest and the most failing.
+TOP_TYPES = 5
+
+
+def job_statistics(*, now: datetime | None = None) -> dict[str, Any]:
+    """Everything the statistics view shows, from counters and rollups only (never a scan of the history)."""
+    now = now or timezone.now()
+    summary = job_stats()
+    types = stats.per_type(now - timedelta(hours=24))
+    failing = [entry for entry in types if entry["failed"]]
+    timed = [entry for entry in types if entry["run_ms_p95"] is not None]
+    return {
+        **summary,
+        "statuses": [status.value for status in JobStatus],
+        "per_minute": stats.ended_per_minute(now - timedelta(minutes=59), now),
+        "per_hour": stats.ended_per_hour(now - timedelta(days=30), now),
+        "per_type": types,
+        "slowest": sorted(timed, key=lambda entry: -entry["run_ms_p95"])[:TOP_TYPES],
+        "most_failing": sorted(failing, key=lambda entry: (-entry["failure_rate"], -entry["failed"]))[:TOP_TYPES],
     }

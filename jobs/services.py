@@ -16,7 +16,8 @@ is down at that moment the row stays pending and the reconciler dispatches it.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -25,6 +26,7 @@ import redis as redis_lib
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
 from django.db import transaction
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
@@ -35,8 +37,16 @@ from rq.registry import ScheduledJobRegistry
 
 from jobs import events, queues, registry, runner, sql
 from jobs.errors import ActionNotAllowed, InvalidJobRequest, QueueUnavailable
-from jobs.models import Job
-from jobs.statuses import CANCELABLE, PROMOTABLE, REMOVABLE, RETRYABLE, STOPPABLE, JobStatus
+from jobs.models import Job, JobAudit
+from jobs.statuses import (
+    ALLOWED_BY_ACTION,
+    CANCELABLE,
+    PROMOTABLE,
+    REMOVABLE,
+    RETRYABLE,
+    STOPPABLE,
+    JobStatus,
+)
 from jobs.worker import MirroredJob
 
 log = logging.getLogger(__name__)
@@ -47,6 +57,15 @@ MAX_BULK = 10_000
 MAX_DELAY = timedelta(days=365)
 
 RUN_FUNC = f"{runner.run.__module__}.{runner.run.__qualname__}"
+
+#: Who acts: a user (or None for the system and your own code).
+User = AbstractBaseUser | AnonymousUser | None
+#: Where an action comes from, recorded in the audit trail (`JobAudit.Via`).
+VIA_CODE = JobAudit.Via.CODE
+#: The reason a bulk action gives for a job whose type is no longer registered.
+UNREGISTERED = "unregistered type"
+#: The columns an action reads of a job.
+ACTION_FIELDS = ("id", "type", "queue", "status", "attempts", "max_attempts", "timeout", "params", "scheduled_for")
 
 
 @dataclass
@@ -280,31 +299,36 @@ def _fetch_rq_job(row: Job) -> RQJob | None:
         return None
 
 
-def _forget_rq_job(rq_job: RQJob, pipe: Any) -> None:
-    """Take an old RQ job out of every registry and delete it, before it is enqueued anew."""
-    queue = queues.get_queue(rq_job.origin)
-    for registry_ in (
-        queue.failed_job_registry,
-        queue.finished_job_registry,
-        queue.canceled_job_registry,
-        queue.scheduled_job_registry,
-        queue.deferred_job_registry,
-    ):
-        pipe.zrem(registry_.key, rq_job.id)
-    _forget_executions(queue, rq_job.id, pipe)
-    pipe.delete(rq_job.key)
+def _forget_rows(rows: Sequence[Job], pipe: Any) -> None:
+    """Take the rows' old RQ jobs out of every registry and delete them, before they are enqueued anew.
 
-
-def _forget_executions(queue: Any, job_id: str, pipe: Any) -> None:
-    """Drop a job's entries (`<job id>:<execution id>`) from the started registry.
-
-    Left there, RQ's own registry cleanup would later treat the job as abandoned
-    and retry or fail it behind our back.
+    Left in the started registry, RQ's own registry cleanup would later treat a job
+    as abandoned and retry or fail it behind our back.
     """
+    by_queue: dict[str, list[Job]] = {}
+    for row in rows:
+        by_queue.setdefault(row.queue, []).append(row)
+    for name, queue_rows in by_queue.items():
+        queue = queues.get_queue(name)
+        ids = [row.rq_id for row in queue_rows]
+        for registry_ in (
+            queue.failed_job_registry,
+            queue.finished_job_registry,
+            queue.canceled_job_registry,
+            queue.scheduled_job_registry,
+            queue.deferred_job_registry,
+        ):
+            pipe.zrem(registry_.key, *ids)
+        _forget_executions(queue, ids, pipe)
+        pipe.delete(*(RQJob.key_for(job_id) for job_id in ids))
+
+
+def _forget_executions(queue: Any, job_ids: Sequence[str], pipe: Any) -> None:
+    """Drop the jobs' entries (`<job id>:<execution id>`) from the started registry (one read per queue)."""
     key = queue.started_job_registry.key
-    prefix = f"{job_id}:".encode()
+    ids = set(job_ids)
     members: list[bytes] = cast(list[bytes], queues.redis().zrange(key, 0, -1))
-    stale = [member for member in members if member.startswith(prefix)]
+    stale = [member for member in members if member.split(b":", 1)[0].decode() in ids]
     if stale:
         pipe.zrem(key, *stale)
 
@@ -319,40 +343,100 @@ def _locked(job: Job) -> Job:
     return Job.objects.select_for_update().get(pk=job.pk)
 
 
-def job_retry(*, job: Job, user: AbstractBaseUser | AnonymousUser | None = None) -> Job:
-    """Run a failed (or stopped, canceled, abandoned, lost) job again, from its row.
+def _audit(rows: Sequence[Job], action: str, user: User, via: str) -> None:
+    """Record who did `action` to the rows (call it before changing their status)."""
+    actor = user if user is not None and user.is_authenticated else None
+    username = actor.get_username() if actor is not None else ""
+    now = timezone.now()
+    sql.insert_rows(
+        JobAudit,
+        [
+            JobAudit(
+                job_id=row.id,
+                job_type=row.type,
+                action=action,
+                status_before=row.status,
+                user_id=actor.pk if actor is not None else None,
+                username=username,
+                via=via,
+                at=now,
+            )
+            for row in rows
+        ],
+    )
 
-    Works even after Redis forgot the job. The retry gets a fresh round of the
-    type's retry policy; earlier attempts stay in the timeline.
+
+#: What a retry changes in a row.
+RETRY_FIELDS = [
+    "status",
+    "max_attempts",
+    "enqueued_at",
+    "scheduled_for",
+    "ended_at",
+    "progress",
+    "progress_message",
+    "mirror_seq",
+    "updated_at",
+]
+
+
+def jobs_retry(*, job_ids: Sequence[Any], user: User = None, via: str = VIA_CODE) -> tuple[list[Job], Counter[str]]:
+    """Run the given jobs again, from their rows, in one transaction and one Redis round trip.
+
+    Jobs whose status does not allow a retry (or whose type is no longer
+    registered) are left alone and counted by status (or "unregistered type").
+    Each retry gets a fresh round of the type's retry policy; earlier attempts
+    stay in the timeline. Works even after Redis forgot the jobs.
     """
-    spec = registry.get(job.type)
+    skipped: Counter[str] = Counter()
+    now = timezone.now()
     try:
         with transaction.atomic():
-            row = _locked(job)
-            _require(row, "retry", RETRYABLE)
-            row.status = JobStatus.QUEUED
-            row.max_attempts = row.attempts + spec.retry.max_attempts
-            row.enqueued_at = timezone.now()
-            row.scheduled_for = None
-            row.ended_at = None
-            row.progress = 0
-            row.progress_message = ""
-            row.mirror_seq = row.attempts * 4 + 3
-            row.save()
-            conn = queues.redis()
-            old = _fetch_rq_job(row)
-            with conn.pipeline() as pipe:
+            rows = list(Job.objects.select_for_update().filter(pk__in=list(job_ids)).order_by("pk"))
+            retried: list[Job] = []
+            for row in rows:
+                if row.status not in RETRYABLE:
+                    skipped[row.status] += 1
+                elif row.type not in registry.names():
+                    skipped[UNREGISTERED] += 1
+                else:
+                    retried.append(row)
+            if not retried:
+                return [], skipped
+            _audit(retried, "retry", user, via)
+            for row in retried:
+                row.status = JobStatus.QUEUED
+                row.max_attempts = row.attempts + registry.get(row.type).retry.max_attempts
+                row.enqueued_at = now
+                row.scheduled_for = None
+                row.ended_at = None
+                row.progress = 0
+                row.progress_message = ""
+                row.mirror_seq = events.seq_after(row.attempts)
+                row.updated_at = now
+            sql.update_rows(Job, retried, RETRY_FIELDS)
+            with queues.redis().pipeline() as pipe:
                 pipe.multi()
-                if old is not None:
-                    _forget_rq_job(old, pipe)
-                queues.get_queue(row.queue).enqueue_job(_build_rq_job(row, spec), pipeline=pipe)
+                _forget_rows(retried, pipe)
+                _stage(retried, pipe)
                 pipe.execute()
     except _redis_errors() as exc:
         raise QueueUnavailable(str(exc)) from exc
-    return row
+    return retried, skipped
 
 
-def job_cancel(*, job: Job) -> Job:
+def job_retry(*, job: Job, user: User = None, via: str = VIA_CODE) -> Job:
+    """Run a failed (or stopped, canceled, abandoned, lost) job again, from its row."""
+    registry.get(job.type)  # an unknown type is a bad request, not a state conflict
+    retried, skipped = jobs_retry(job_ids=[job.pk], user=user, via=via)
+    if not retried:
+        if not skipped:
+            raise Job.DoesNotExist(f"no job {job.pk}")
+        raise ActionNotAllowed("retry", next(iter(skipped)), RETRYABLE)
+    return retried[0]
+
+
+def job_cancel(*, job: Job, user: User = None, via: str = VIA_CODE) -> Job:
     """Take a waiting job off its queue (or the schedule) for good."""
     try:
         with transaction.atomic():
@@ -366,6 +450,7 @@ def job_cancel(*, job: Job) -> Job:
                     raise ActionNotAllowed("cancel", JobStatus.STARTED, CANCELABLE)
                 if status in (RQStatus.QUEUED, RQStatus.SCHEDULED, RQStatus.DEFERRED):
                     rq_job.cancel()
+            _audit([row], "cancel", user, via)
             row.status = JobStatus.CANCELED
             row.ended_at = timezone.now()
             row.scheduled_for = None
@@ -377,7 +462,7 @@ def job_cancel(*, job: Job) -> Job:
     return row
 
 
-def job_stop(*, job: Job) -> Job:
+def job_stop(*, job: Job, user: User = None, via: str = VIA_CODE) -> Job:
     """Ask the worker running the job to stop it now.
 
     The worker kills the job and records it as stopped; the row follows through
@@ -391,10 +476,11 @@ def job_stop(*, job: Job) -> Job:
         raise ActionNotAllowed("stop", "not running on any worker", STOPPABLE) from exc
     except _redis_errors() as exc:
         raise QueueUnavailable(str(exc)) from exc
+    _audit([job], "stop", user, via)
     return job
 
 
-def job_promote(*, job: Job) -> Job:
+def job_promote(*, job: Job, user: User = None, via: str = VIA_CODE) -> Job:
     """Run a delayed job (or one waiting for its next retry) now."""
     try:
         with transaction.atomic():
@@ -411,6 +497,7 @@ def job_promote(*, job: Job) -> Job:
                     pipe.zrem(queue.scheduled_job_registry.key, rq_job.id)
                     queue.enqueue_job(rq_job, pipeline=pipe, at_front=True)
                 pipe.execute()
+            _audit([row], "promote", user, via)
             row.status = JobStatus.QUEUED
             row.scheduled_for = None
             row.enqueued_at = timezone.now()
@@ -420,8 +507,8 @@ def job_promote(*, job: Job) -> Job:
     return row
 
 
-def job_remove(*, job: Job) -> None:
-    """Delete a job from Redis and from the history. A running job must be stopped first."""
+def job_remove(*, job: Job, user: User = None, via: str = VIA_CODE) -> None:
+    """Delete a job from Redis and from the history (its audit trail stays). A running job must be stopped first."""
     try:
         with transaction.atomic():
             row = _locked(job)
@@ -431,6 +518,7 @@ def job_remove(*, job: Job) -> None:
                 if rq_job.get_status(refresh=False) == RQStatus.STARTED:
                     raise ActionNotAllowed("remove", JobStatus.STARTED, REMOVABLE)
                 rq_job.delete()
+            _audit([row], "remove", user, via)
             row.delete()
     except _redis_errors() as exc:
         raise QueueUnavailable(str(exc)) from exc
@@ -501,7 +589,7 @@ def job_give_up_on(*, job: Job, outcome: str, reason: str) -> Job:
             with conn.pipeline() as pipe:
                 pipe.multi()
                 queue = queues.get_queue(row.queue)
-                _forget_executions(queue, row.rq_id, pipe)
+                _forget_executions(queue, [row.rq_id], pipe)
                 if retry:
                     pipe.delete(RQJob.key_for(row.rq_id))
                     queue.enqueue_job(_build_rq_job(row, spec), pipeline=pipe)
@@ -535,58 +623,93 @@ def queue_resume(*, name: str) -> None:
         raise QueueUnavailable(str(exc)) from exc
 
 
-#: The actions on one job, by the name the API and admin use.
-ACTIONS = ("retry", "cancel", "stop", "promote", "remove")
+#: The actions on one job, by the name the API, the admin and the page use.
+ACTIONS = tuple(ALLOWED_BY_ACTION)
 
 
-def job_act(*, job: Job, action: str, user: AbstractBaseUser | AnonymousUser | None = None) -> Job | None:
+def job_act(*, job: Job, action: str, user: User = None, via: str = VIA_CODE) -> Job | None:
     """Apply a named action; returns the job (None once removed)."""
     if action == "retry":
-        return job_retry(job=job, user=user)
+        return job_retry(job=job, user=user, via=via)
     if action == "cancel":
-        return job_cancel(job=job)
+        return job_cancel(job=job, user=user, via=via)
     if action == "stop":
-        return job_stop(job=job)
+        return job_stop(job=job, user=user, via=via)
     if action == "promote":
-        return job_promote(job=job)
+        return job_promote(job=job, user=user, via=via)
     if action == "remove":
-        job_remove(job=job)
+        job_remove(job=job, user=user, via=via)
         return None
     raise InvalidJobRequest({"action": [f"unknown action {action!r}; actions are {', '.join(ACTIONS)}"]})
 
 
 @dataclass
 class BulkResult:
+    """What an action over many jobs did: how many it matched, did and skipped, and why it skipped them."""
+
     action: str
     matched: int = 0
     done: int = 0
     skipped: int = 0
+    #: Skipped jobs by the status that did not allow the action (or "unregistered type").
+    skipped_by_status: dict[str, int] = field(default_factory=dict)
+
+    def skip(self, reasons: Counter[str] | dict[str, int]) -> None:
+        for status, count in reasons.items():
+            self.skipped += count
+            self.matched += count
+            self.skipped_by_status[status] = self.skipped_by_status.get(status, 0) + count
 
 
 def jobs_act(
-    *, jobs: Any, action: str, user: AbstractBaseUser | AnonymousUser | None = None, batch_size: int = 500
+    *,
+    jobs: QuerySet[Job],
+    action: str,
+    user: User = None,
+    via: str = VIA_CODE,
+    batch_size: int = 500,
+    progress: Callable[[BulkResult, int], None] | None = None,
 ) -> BulkResult:
-    """Apply an action to every job of a queryset, in batches by primary key.
+    """Apply an action to every job of a queryset, in batches, each in its own transaction.
 
-    Jobs whose status does not allow the action are counted as skipped; a Redis
-    outage stops the run with QueueUnavailable (what was done stays done).
+    Jobs whose status does not allow the action are counted by status, without
+    being read one by one. The others are walked newest first, by keyset (the
+    order the list's indexes serve); retries go a batch at a time, other actions
+    job by job. A job whose status changed meanwhile is skipped. A Redis outage
+    stops the run with QueueUnavailable (what was done stays done).
+    `progress(result, total)` is called after every batch.
     """
-    if action not in ACTIONS:
+    if action not in ALLOWED_BY_ACTION:
         raise InvalidJobRequest({"action": [f"unknown action {action!r}; actions are {', '.join(ACTIONS)}"]})
+    allowed = ALLOWED_BY_ACTION[action]
     result = BulkResult(action=action)
-    last_pk = None
-    base = jobs.order_by("pk")
+    others = jobs.exclude(status__in=allowed).order_by().values_list("status").annotate(n=Count("pk"))
+    result.skip(dict(others))
+    candidates = jobs.filter(status__in=allowed).order_by("-created_at", "-id")
+    total = result.matched + (candidates.count() if progress is not None else 0)
+    last: tuple[datetime, Any] | None = None
     while True:
-        chunk = base.filter(pk__gt=last_pk) if last_pk is not None else base
-        rows = list(chunk[:batch_size])
-        if not rows:
+        page = candidates
+        if last is not None:
+            page = page.filter(Q(created_at__lt=last[0]) | Q(created_at=last[0], id__lt=last[1]))
+        batch = list(page.values_list("pk", "created_at")[:batch_size])
+        if not batch:
             return result
-        last_pk = rows[-1].pk
-        for row in rows:
-            result.matched += 1
-            try:
-                job_act(job=row, action=action, user=user)
-            except ActionNotAllowed:
-                result.skipped += 1
-            else:
-                result.done += 1
+        last = (batch[-1][1], batch[-1][0])
+        ids = [pk for pk, _ in batch]
+        if action == "retry":
+            retried, skipped = jobs_retry(job_ids=ids, user=user, via=via)
+            result.matched += len(retried)
+            result.done += len(retried)
+            result.skip(skipped)
+        else:
+            for row in Job.objects.filter(pk__in=ids).only(*ACTION_FIELDS):
+                try:
+                    job_act(job=row, action=action, user=user, via=via)
+                except (ActionNotAllowed, Job.DoesNotExist) as exc:
+                    result.skip({getattr(exc, "status", "gone"): 1})
+                else:
+                    result.matched += 1
+                    result.done += 1
+        if progress is not None:
+            progress(result, total)

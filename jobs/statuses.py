@@ -47,6 +47,39 @@ STOPPABLE = frozenset({JobStatus.STARTED})
 PROMOTABLE = frozenset({JobStatus.SCHEDULED})
 REMOVABLE = frozenset(set(JobStatus) - {JobStatus.STARTED})
 
+#: The statuses each action (by the name the API, the admin and the page use) applies to.
+ALLOWED_BY_ACTION: dict[str, frozenset[JobStatus]] = {
+    "retry": RETRYABLE,
+    "cancel": CANCELABLE,
+    "stop": STOPPABLE,
+    "promote": PROMOTABLE,
+    "remove": REMOVABLE,
+}
+#: Past tense of each action, for messages ("40 retried").
+ACTION_DONE = {
+    "retry": "retried",
+    "cancel": "canceled",
+    "stop": "asked to stop",
+    "promote": "promoted",
+    "remove": "removed",
+}
+
+#: How each status looks: its tone, shared by the admin, the Jobs page and the charts
+#: (the CSS gives each tone its colour; a badge always says its status in words too).
+STATUS_TONE: dict[str, str] = {
+    JobStatus.PENDING: "waiting",
+    JobStatus.QUEUED: "waiting",
+    JobStatus.SCHEDULED: "waiting",
+    JobStatus.DEFERRED: "waiting",
+    JobStatus.STARTED: "running",
+    JobStatus.FINISHED: "good",
+    JobStatus.FAILED: "bad",
+    JobStatus.STOPPED: "muted",
+    JobStatus.CANCELED: "muted",
+    JobStatus.ABANDONED: "bad",
+    JobStatus.LOST: "bad",
+}
+
 
 class AttemptOutcome(models.TextChoices):
     RUNNING = "running", "Running"

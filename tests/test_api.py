@@ -8,30 +8,24 @@ triggers count those status changes exactly as they count the mirror's).
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.conf import settings
-from django.contrib.auth.models import Group, Permission, User
+from django.contrib.auth.models import Group, User
 from django.contrib.staticfiles import finders
-from django.db import connection, connections
-from django.db.migrations.loader import MigrationLoader
-from django.test import override_settings
+from django.db import connections
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -40,11 +34,20 @@ from rq.registry import ScheduledJobRegistry
 from jobs import queues, registry, services, stats
 from jobs.api import serializers as s
 from jobs.api.throttling import JobWriteThrottle
-from jobs.models import Job, JobCount, JobCountDelta, JobEndMinute
+from jobs.models import Job, JobCountDelta
 from jobs.services import JobRequest
 from jobs.statuses import JobStatus
 from jobs.worker import PAUSE_REFRESH
 from tests.conftest import SilentServer, wait_for
+from tests.helpers import (
+    OPERATORS,
+    VIEWERS,
+    closed_port,
+    history_row,
+    make_user,
+    put,
+    redis_at,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -55,7 +58,6 @@ BULK = "/api/jobs/actions"
 QUEUES = "/api/queues"
 TOKEN = "/api/auth/token/"
 STATUSES = [status.value for status in JobStatus]
-VIEWERS, OPERATORS = "Job viewers", "Job operators"
 
 
 # --- helpers ----------------------------------------------------------------------------
@@ -67,16 +69,6 @@ def detail(job_id: Any) -> str:
 
 def action(job_id: Any) -> str:
     return f"{JOBS}/{job_id}/action"
-
-
-def make_user(username: str, *, groups: tuple[str, ...] = (), perms: tuple[str, ...] = ()) -> User:
-    user = User.objects.create_user(username, password=f"{username}-password")
-    for name in groups:
-        user.groups.add(Group.objects.get(name=name))
-    found = Permission.objects.filter(content_type__app_label="jobs", codename__in=perms)
-    assert found.count() == len(perms), perms
-    user.user_permissions.add(*found)
-    return user
 
 
 def client_for(user: User) -> APIClient:
@@ -116,95 +108,11 @@ def ids(response: Any) -> list[str]:
     return [job["id"] for job in response.json()["results"]]
 
 
-def history_row(status: str, *, type: str = "example", queue: str = "default", **fields: Any) -> Job:
-    """A job that exists only in the history: Redis has already forgotten it (its TTL ran out)."""
-    spec = registry.get(type)
-    return Job.objects.create(
-        type=type,
-        queue=queue,
-        params=spec.validate(fields.pop("params", {})),
-        status=status,
-        timeout=spec.timeout,
-        max_attempts=spec.retry.max_attempts,
-        **fields,
-    )
-
-
-def put(job: Job, status: str, **fields: Any) -> Job:
-    """Set a row's status as the mirror would after a worker reported it."""
-    Job.objects.filter(pk=job.pk).update(status=status, **fields)
-    job.refresh_from_db()
-    return job
-
-
 def scheduled_ids(queue: str = "default") -> list[str]:
     return ScheduledJobRegistry(queue=queues.get_queue(queue)).get_job_ids()
 
 
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def forget_redis_connections() -> None:
-    """Make the product connect afresh, with whatever the Redis settings say now."""
-    queues.reset()
-
-
-@contextmanager
-def redis_at(port: int, *, cache_too: bool = False) -> Iterator[None]:
-    """Every queue's Redis connection (and the cache, if asked) goes to another port of this machine.
-
-    Only the address changes: every other option (timeouts, db) stays as configured.
-    """
-
-    def moved_url(url: Any) -> str:
-        return urlunsplit(urlsplit(url)._replace(netloc=f"127.0.0.1:{port}"))
-
-    def moved(config: dict[str, Any]) -> dict[str, Any]:
-        if "URL" in config:
-            return {**config, "URL": moved_url(config["URL"])}
-        return {**config, "HOST": "127.0.0.1", "PORT": port}
-
-    overrides: dict[str, Any] = {"RQ_QUEUES": {name: moved(config) for name, config in settings.RQ_QUEUES.items()}}
-    if cache_too:
-        cache = settings.CACHES["default"]
-        overrides["CACHES"] = {"default": {**cache, "LOCATION": moved_url(cache["LOCATION"])}}
-    forget_redis_connections()
-    try:
-        with override_settings(**overrides):
-            yield
-    finally:
-        forget_redis_connections()
-
-
 # --- fixtures ---------------------------------------------------------------------------
-
-
-@pytest.fixture(autouse=True)
-def as_migrated(request: pytest.FixtureRequest) -> None:
-    """The database as migrations leave it, in every transactional test.
-
-    A transactional test ends by flushing the database. That takes migration 0003's
-    groups with it: run the migration's own code again. And on SQLite the flush may
-    empty the count deltas before the jobs, whose delete trigger then leaves a -1 per
-    job behind: with no job left, no count may be left either.
-    (`test_the_viewer_and_operator_groups_exist_out_of_the_box` sees the migrated
-    database as it is.)
-    """
-    marker = request.node.get_closest_marker("django_db")
-    if marker is None or not marker.kwargs.get("transaction"):
-        return
-    request.getfixturevalue("transactional_db")
-    if not Job.objects.exists():
-        for model in (JobCountDelta, JobCount, JobEndMinute):
-            model.objects.all().delete()
-    if Group.objects.filter(name__in=[VIEWERS, OPERATORS]).count() == 2:
-        return
-    migration = importlib.import_module("jobs.migrations.0003_counters_search_groups")
-    state = MigrationLoader(connection).project_state(("jobs", "0003_counters_search_groups"), at_end=True)
-    migration.create_groups(state.apps, None)
 
 
 @pytest.fixture
@@ -745,7 +653,7 @@ def test_a_bulk_retry_retries_every_failed_job_of_a_type(operator):
         BULK, {"action": "retry", "filters": {"status": ["failed"], "type": "email"}}, format="json"
     )
     assert response.status_code == 200, response.content
-    assert response.json() == {"action": "retry", "matched": 3, "done": 3, "skipped": 0}
+    assert response.json() == {"action": "retry", "matched": 3, "done": 3, "skipped": 0, "skipped_by_status": {}}
     assert all(Job.objects.get(pk=job.pk).status == JobStatus.QUEUED for job in failed_emails)
     assert Job.objects.get(pk=failed_example.pk).status == JobStatus.FAILED
     assert set(queues.get_queue("high").get_job_ids()) == {str(queued_email.id)} | {str(j.id) for j in failed_emails}
@@ -758,7 +666,13 @@ def test_a_bulk_action_counts_the_jobs_whose_status_does_not_allow_it_as_skipped
 
     response = operator.post(BULK, {"action": "cancel", "filters": {"queue": "default"}}, format="json")
     assert response.status_code == 200, response.content
-    assert response.json() == {"action": "cancel", "matched": 3, "done": 2, "skipped": 1}
+    assert response.json() == {
+        "action": "cancel",
+        "matched": 3,
+        "done": 2,
+        "skipped": 1,
+        "skipped_by_status": {"finished": 1},
+    }
     assert all(Job.objects.get(pk=job.pk).status == JobStatus.CANCELED for job in queued)
     assert Job.objects.get(pk=finished.pk).status == JobStatus.FINISHED
     assert queues.get_queue("default").count == 0
@@ -772,7 +686,7 @@ def test_a_bulk_remove_deletes_what_the_filter_selects(operator):
     filters = {"status": ["finished"], "ended_before": (timezone.now() - timedelta(days=7)).isoformat()}
     response = operator.post(BULK, {"action": "remove", "filters": filters}, format="json")
     assert response.status_code == 200, response.content
-    assert response.json() == {"action": "remove", "matched": 3, "done": 3, "skipped": 0}
+    assert response.json() == {"action": "remove", "matched": 3, "done": 3, "skipped": 0, "skipped_by_status": {}}
     assert list(Job.objects.values_list("id", flat=True)) == [kept.id]
 
 

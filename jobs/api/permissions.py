@@ -11,13 +11,7 @@ from typing import Any
 from rest_framework.permissions import DjangoModelPermissions
 from rest_framework.request import Request
 
-ACTION_PERMISSIONS = {
-    "retry": "jobs.change_job",
-    "cancel": "jobs.change_job",
-    "stop": "jobs.change_job",
-    "promote": "jobs.change_job",
-    "remove": "jobs.delete_job",
-}
+from jobs import permissions
 
 
 class JobPermissions(DjangoModelPermissions):
@@ -49,4 +43,4 @@ class ActOnJobs(JobPermissions):
 
 
 def may_act(request: Request, action: str) -> bool:
-    return bool(request.user.has_perm(ACTION_PERMISSIONS[action]))
+    return permissions.may_act(request.user, action)

@@ -188,6 +188,9 @@ class JobBulkActionResultSerializer(serializers.Serializer):
     matched = serializers.IntegerField(help_text="Jobs the filters selected.")
     done = serializers.IntegerField(help_text="Jobs the action was applied to.")
     skipped = serializers.IntegerField(help_text="Jobs whose status did not allow the action.")
+    skipped_by_status = serializers.DictField(
+        child=serializers.IntegerField(), help_text="Skipped jobs by the status that did not allow the action."
+    )
 
 
 class RetryPolicySerializer(serializers.Serializer):
@@ -211,6 +214,7 @@ class JobTypeSerializer(serializers.Serializer):
 class QueueStateSerializer(serializers.Serializer):
     """A queue's live state, from Redis."""
 
+    workers = serializers.IntegerField(help_text="Workers alive that listen to it.", required=False)
     waiting = serializers.IntegerField(help_text="Jobs on the queue in Redis now.")
     scheduled = serializers.IntegerField(help_text="Delayed jobs and retries waiting for their time.")
     running = serializers.IntegerField()
@@ -236,6 +240,50 @@ class WorkersSerializer(serializers.Serializer):
     busy = serializers.IntegerField()
 
 
+class WorkerHealthSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    queues = serializers.ListField(child=serializers.CharField())
+    state = serializers.CharField()
+    current_job = serializers.CharField(allow_null=True)
+    heartbeat_age = serializers.FloatField(allow_null=True, help_text="Seconds since the worker last showed it lives.")
+    stale = serializers.BooleanField(help_text="It stopped beating: it died or hangs.")
+    successful_jobs = serializers.IntegerField()
+    failed_jobs = serializers.IntegerField()
+
+
+class SchedulerHealthSerializer(serializers.Serializer):
+    alive = serializers.BooleanField()
+    name = serializers.CharField(allow_null=True)
+    lock_expires_in = serializers.FloatField(allow_null=True)
+
+
+class MirrorHealthSerializer(serializers.Serializer):
+    backlog = serializers.IntegerField(help_text="Transitions written by workers and not in the database yet.")
+    oldest_age = serializers.FloatField(allow_null=True, help_text="Seconds the oldest of them has waited.")
+
+
+class FailureRateSerializer(serializers.Serializer):
+    last_15_minutes = serializers.FloatField(allow_null=True)
+    last_day = serializers.FloatField(allow_null=True)
+    failed_last_15_minutes = serializers.IntegerField()
+
+
+class WarningSerializer(serializers.Serializer):
+    code = serializers.ChoiceField(
+        choices=["no_worker", "stale_worker", "no_scheduler", "mirror_behind", "failure_spike"]
+    )
+    message = serializers.CharField()
+    queue = serializers.CharField(required=False)
+
+
+class HealthSerializer(serializers.Serializer):
+    workers = WorkerHealthSerializer(many=True)
+    scheduler = SchedulerHealthSerializer()
+    mirror = MirrorHealthSerializer()
+    failure_rate = FailureRateSerializer()
+    warnings = WarningSerializer(many=True, help_text="What an operator should look at now.")
+
+
 class JobStatsSerializer(serializers.Serializer):
     queues = serializers.DictField(child=QueueStatsSerializer())
     totals = serializers.DictField(child=serializers.IntegerField())
@@ -243,6 +291,7 @@ class JobStatsSerializer(serializers.Serializer):
     workers = WorkersSerializer()
     processed = WindowSerializer(help_text="Jobs that finished or failed.")
     failed = WindowSerializer()
+    health = HealthSerializer()
     generated_at = serializers.DateTimeField()
 
 

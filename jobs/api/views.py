@@ -25,7 +25,7 @@ from jobs.api import serializers as s
 from jobs.api.pagination import JobCursorPagination
 from jobs.api.permissions import ActOnJobs, JobPermissions, ReadJobs, may_act
 from jobs.api.throttling import JobWriteThrottle
-from jobs.models import Job
+from jobs.models import Job, JobAudit
 from jobs.selectors import JobFilter
 
 ERRORS: dict[int | tuple[int, str], Any] = {
@@ -177,7 +177,7 @@ class JobActionApi(JobsApiView):
         action = serializer.validated_data["action"]
         if not may_act(request, action):
             raise PermissionDenied(f"you may not {action} jobs")
-        job = services.job_act(job=_job_or_404(job_id), action=action, user=request.user)
+        job = services.job_act(job=_job_or_404(job_id), action=action, user=request.user, via=JobAudit.Via.API)
         if job is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
         return Response(s.JobDetailSerializer(_job_or_404(job_id)).data)
@@ -205,7 +205,7 @@ class JobBulkActionApi(JobsApiView):
         if not may_act(request, action):
             raise PermissionDenied(f"you may not {action} jobs")
         jobs = selectors.job_list(filters=request.data.get("filters"))
-        result = services.jobs_act(jobs=jobs, action=action, user=request.user)
+        result = services.jobs_act(jobs=jobs, action=action, user=request.user, via=JobAudit.Via.API)
         return Response(s.JobBulkActionResultSerializer(result).data)
 
 

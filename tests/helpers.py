@@ -1,0 +1,87 @@
+"""Helpers shared by the tests: users with permissions, and history rows set as the mirror would."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from django.conf import settings
+from django.contrib.auth.models import Group, Permission, User
+from django.test import override_settings
+
+from jobs import queues, registry
+from jobs.models import Job
+
+VIEWERS, OPERATORS = "Job viewers", "Job operators"
+
+
+def make_user(username: str, *, groups: tuple[str, ...] = (), perms: tuple[str, ...] = ()) -> User:
+    user = User.objects.create_user(username, password=f"{username}-password")
+    for name in groups:
+        user.groups.add(Group.objects.get(name=name))
+    found = Permission.objects.filter(content_type__app_label="jobs", codename__in=perms)
+    assert found.count() == len(perms), perms
+    user.user_permissions.add(*found)
+    return user
+
+
+def history_row(status: str, *, type: str = "example", queue: str = "default", **fields: Any) -> Job:
+    """A job that exists only in the history: Redis has already forgotten it (its TTL ran out)."""
+    spec = registry.get(type)
+    return Job.objects.create(
+        type=type,
+        queue=queue,
+        params=spec.validate(fields.pop("params", {})),
+        status=status,
+        timeout=spec.timeout,
+        max_attempts=spec.retry.max_attempts,
+        **fields,
+    )
+
+
+def put(job: Job, status: str, **fields: Any) -> Job:
+    """Set a row's status as the mirror would after a worker reported it."""
+    Job.objects.filter(pk=job.pk).update(status=status, **fields)
+    job.refresh_from_db()
+    return job
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def forget_redis_connections() -> None:
+    """Make the product connect afresh, with whatever the Redis settings say now."""
+    queues.reset()
+
+
+@contextmanager
+def redis_at(port: int, *, cache_too: bool = False) -> Iterator[None]:
+    """Every queue's Redis connection (and the cache, if asked) goes to another port of this machine.
+
+    Only the address changes: every other option (timeouts, db) stays as configured.
+    """
+
+    def moved_url(url: Any) -> str:
+        return urlunsplit(urlsplit(url)._replace(netloc=f"127.0.0.1:{port}"))
+
+    def moved(config: dict[str, Any]) -> dict[str, Any]:
+        if "URL" in config:
+            return {**config, "URL": moved_url(config["URL"])}
+        return {**config, "HOST": "127.0.0.1", "PORT": port}
+
+    overrides: dict[str, Any] = {"RQ_QUEUES": {name: moved(config) for name, config in settings.RQ_QUEUES.items()}}
+    if cache_too:
+        cache = settings.CACHES["default"]
+        overrides["CACHES"] = {"default": {**cache, "LOCATION": moved_url(cache["LOCATION"])}}
+    forget_redis_connections()
+    try:
+        with override_settings(**overrides):
+            yield
+    finally:
+        forget_redis_connections()
