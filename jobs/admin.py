@@ -39,7 +39,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
-from jobs import charts, permissions, queues, registry, selectors, services, stats
+from jobs import charts, permissions, queues, registry, rq_dashboard, selectors, services, stats
 from jobs.errors import ActionNotAllowed, InvalidJobRequest, QueueUnavailable
 from jobs.forms import JobCreateForm
 from jobs.models import Job, JobAudit
@@ -686,6 +686,9 @@ def _figures(entry: dict[str, Any]) -> dict[str, str]:
         "wait_p50": ms(entry["wait_ms_p50"]),
         "wait_p95": ms(entry["wait_ms_p95"]),
     }
+
+
+rq_dashboard.register_admin()
 
 
 @admin.register(JobAudit)

@@ -1,9 +1,15 @@
+"""URLs: health checks, the admin, django-rq's dashboard (read-only, see jobs.rq_dashboard), the API and pages."""
+
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
+
+from jobs import health, rq_dashboard
 
 urlpatterns = [
+    re_path(r"^healthz/?$", health.healthz, name="healthz"),
+    re_path(r"^readyz/?$", health.readyz, name="readyz"),
     path("admin/", admin.site.urls),
-    path("django-rq/", include("django_rq.urls")),
+    path("django-rq/", include((rq_dashboard.urlpatterns, "django_rq"))),
     path("api/", include("jobs.api.urls")),
     path("", include("jobs.urls")),
 ]
