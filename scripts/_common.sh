@@ -73,3 +73,24 @@ ensure_redis() {
     for _ in $(seq 50); do redis_ping "$url" && return 0; sleep 0.1; done
     die "redis-server did not come up; see var/redis/redis.log"
 }
+
+# ensure_chromium: the browser tests drive Debian's chromium package through Playwright. It is
+# installed here when missing and running as root (as CI does); anyone else is told what to install.
+CHROMIUM=/usr/bin/chromium
+ensure_chromium() {
+    [ -x "$CHROMIUM" ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        die "the browser tests need Chromium at $CHROMIUM.
+  Debian/Ubuntu: sudo apt-get install chromium"
+    fi
+    command -v apt-get >/dev/null 2>&1 ||
+        die "the browser tests need Chromium at $CHROMIUM; install it with your system's package manager."
+    say "Installing chromium (for the browser tests)"
+    mkdir -p "$ROOT/var"
+    local log="$ROOT/var/apt-chromium.log"
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >"$log" 2>&1; then
+        tail -n 20 "$log" >&2
+        die "could not install chromium (the whole output is in $log)"
+    fi
+    [ -x "$CHROMIUM" ] || die "the chromium package is installed but there is no $CHROMIUM"
+}
