@@ -18,9 +18,8 @@ The admin only parses, calls `jobs.selectors` or `jobs.services`, and renders:
 
 from __future__ import annotations
 
-import json
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from functools import cached_property
 from typing import Any
 
@@ -40,6 +39,7 @@ from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
 from jobs import charts, permissions, queues, registry, rq_dashboard, selectors, services, stats
+from jobs.display import badge, human_seconds, job_context, when
 from jobs.errors import ActionNotAllowed, InvalidJobRequest, QueueUnavailable
 from jobs.forms import JobCreateForm
 from jobs.models import Job, JobAudit
@@ -215,38 +215,6 @@ class JobChangeList(ChangeList):
 # --- the admin ------------------------------------------------------------------------------
 
 
-def badge(status: str) -> str:
-    return format_html(
-        '<span class="job-badge tone-{}">{}</span>', STATUS_TONE.get(status, "muted"), JobStatus(status).label
-    )
-
-
-def when(moment: datetime | None) -> str:
-    """A time in the current time zone, short: the date only when it is not today; the full time on hover."""
-    if moment is None:
-        return "-"
-    local = timezone.localtime(moment)
-    today = timezone.localdate()
-    short = local.strftime("%H:%M:%S") if local.date() == today else local.strftime("%b %d, %H:%M")
-    return format_html(
-        '<time datetime="{}" title="{}">{}</time>', local.isoformat(), local.strftime("%Y-%m-%d %H:%M:%S %Z"), short
-    )
-
-
-def human_seconds(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    if seconds < 1:
-        return f"{seconds * 1000:.0f} ms"
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    minutes, rest = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes} min {rest} s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours} h {minutes} min"
-
-
 @admin.register(Job)
 class JobAdmin(admin.ModelAdmin):
     list_display = [
@@ -271,7 +239,7 @@ class JobAdmin(admin.ModelAdmin):
     change_list_template = "admin/jobs/job/change_list.html"
 
     class Media:
-        css = {"all": ["jobs/admin.css"]}
+        css = {"all": ["jobs/jobs.css"]}
 
     # The list --------------------------------------------------------------------------------
 
@@ -586,32 +554,6 @@ def skipped_message(result: services.BulkResult) -> str:
     allowed = " or ".join(sorted(ALLOWED_BY_ACTION[result.action]))
     verb = {"stop": "stopped", "remove": "removed"}.get(result.action, ACTION_DONE[result.action])
     return f"{result.skipped:,} skipped ({reasons}): only {allowed} jobs can be {verb}."
-
-
-def job_context(job: Job, user: Any) -> dict[str, Any]:
-    """What a job's page shows besides the row: timeline with waits, audit, actions, formatted JSON."""
-    attempts = list(job.attempt_set.all())
-    timeline = []
-    for attempt in attempts:
-        duration = (
-            (attempt.ended_at - attempt.started_at).total_seconds() if attempt.started_at and attempt.ended_at else None
-        )
-        wait = (attempt.retry_at - attempt.ended_at).total_seconds() if attempt.retry_at and attempt.ended_at else None
-        timeline.append({"attempt": attempt, "duration": human_seconds(duration), "wait": human_seconds(wait)})
-    result = job.result
-    download = result.get("download_url") if isinstance(result, dict) else None
-    return {
-        "badge": badge(job.status),
-        "params_json": json.dumps(job.params, indent=2, ensure_ascii=False, sort_keys=True),
-        "result_json": None if result is None else json.dumps(result, indent=2, ensure_ascii=False),
-        "download_url": download if isinstance(download, str) and download.startswith("/") else None,
-        "timeline": timeline,
-        "audit": selectors.job_audit(job_id=job.pk, limit=50),
-        "actions": [action for action in permissions.actions_for(user, job.status) if action != "remove"],
-        "may_remove": "remove" in permissions.actions_for(user, job.status),
-        "run_time": human_seconds(job.duration),
-        "live": job.status in (JobStatus.STARTED, JobStatus.QUEUED, JobStatus.PENDING),
-    }
 
 
 def statistics_context(data: dict[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ compact JSON:
     a  attempt number    t  time (epoch seconds)
     w  worker name       p, m  progress percent and message
     r  result            x, tb  error line and traceback
+    mx how many attempts the row allows (on started)
     n  when the next attempt is due (epoch seconds), for a failure that will be retried
     q  1 when a failed attempt was put straight back on its queue
 """
@@ -28,6 +29,17 @@ if TYPE_CHECKING:
 
 STREAM = "jobs:events"
 GROUP = "mirror"
+
+#: What the services change themselves (jobs created, retried, canceled, promoted, removed,
+#: given up on), for live pages: the workers' transitions are on `STREAM`. An entry has one
+#: field, `e`: {"k": "created" | "changed" | "removed", "jobs": [row, ...]} or, for more rows
+#: than `NOTICE_ROWS`, {"k": ..., "n": how many}. Capped: only live pages read it.
+LIVE_STREAM = "jobs:live"
+LIVE_MAXLEN = 10_000
+NOTICE_ROWS = 50
+CREATED = "created"
+CHANGED = "changed"
+REMOVED = "removed"
 
 QUEUED = "queued"
 STARTED = "started"
@@ -76,13 +88,22 @@ def decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event | None:
         return None
     try:
         data = json.loads(raw)
+    except ValueError:
+        return None
+    return from_dict(entry, data)
+
+
+def from_dict(entry_id: str, data: Any) -> Event | None:
+    """An event from its decoded JSON (a copy: `data` is left as it is); None when malformed."""
+    try:
+        rest = dict(data)
         return Event(
-            id=entry,
-            job_id=str(data.pop("j")),
-            kind=str(data.pop("k")),
-            attempt=int(data.pop("a", 0)),
-            at=float(data.pop("t")),
-            data=data,
+            id=entry_id,
+            job_id=str(rest.pop("j")),
+            kind=str(rest.pop("k")),
+            attempt=int(rest.pop("a", 0)),
+            at=float(rest.pop("t")),
+            data=rest,
         )
     except (ValueError, KeyError, TypeError):
         return None
@@ -102,11 +123,33 @@ def attempt_number(job: RQJob) -> int:
     return base + (retries - left) + 1
 
 
+def max_attempts(job: RQJob) -> int:
+    """How many attempts the history row allows in all (the attempts before this RQ job, and its round)."""
+    meta = job.meta or {}
+    return int(meta.get("attempt_base", 0)) + int(meta.get("retries", 0)) + 1
+
+
 def emit(conn: Redis | Pipeline, job_id: str, kind: str, attempt: int, **data: Any) -> None:
     """Append one event (to a pipeline when given one: then it costs no round trip)."""
     payload = {"j": job_id, "k": kind, "a": attempt, "t": round(time.time(), 6)}
     payload.update({key: value for key, value in data.items() if value is not None})
     conn.xadd(STREAM, {"e": json.dumps(payload, default=str, separators=(",", ":"))})
+
+
+def announce(conn: Redis | Pipeline, kind: str, rows: list[dict[str, Any]] | int) -> None:
+    """Tell live pages that jobs were created, changed or removed by the services (one entry):
+    their rows, or how many there were when that is more than `NOTICE_ROWS`."""
+    notice: dict[str, Any] = {"k": kind}
+    if isinstance(rows, int):
+        notice["n"] = rows
+    else:
+        notice["jobs"] = rows
+    conn.xadd(
+        LIVE_STREAM,
+        {"e": json.dumps(notice, default=str, separators=(",", ":"))},
+        maxlen=LIVE_MAXLEN,
+        approximate=True,
+    )
 
 
 def encode_result(value: Any) -> Any:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -110,6 +112,43 @@ def job_list(*, filters: dict[str, Any] | None = None) -> QuerySet[Job]:
     if not filterset.is_valid():
         raise InvalidJobRequest({field: [str(e) for e in errors] for field, errors in filterset.errors.items()})
     return cast(QuerySet[Job], filterset.qs)
+
+
+@dataclass
+class JobPage:
+    """One page of the jobs list, newest first, and the cursor of the next (older) one."""
+
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+def _encode_cursor(job: Job) -> str:
+    raw = f"{job.created_at.isoformat()}|{job.pk}"
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        moment, key = raw.split("|", 1)
+        when = datetime.fromisoformat(moment)
+        if when.tzinfo is None:
+            raise ValueError("naive")
+        return when, uuid.UUID(key)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidJobRequest({"cursor": ["invalid cursor"]}) from None
+
+
+def job_page(*, filters: dict[str, Any] | None = None, cursor: str | None = None, size: int = 50) -> JobPage:
+    """A page of `job_list`, by keyset on (created_at, id): as fast a million rows deep as on top."""
+    jobs = job_list(filters=filters)
+    if cursor:
+        moment, key = _decode_cursor(cursor)
+        jobs = jobs.filter(Q(created_at__lt=moment) | Q(created_at=moment, id__lt=key))
+    rows = list(jobs[: size + 1])
+    more = len(rows) > size
+    rows = rows[:size]
+    return JobPage(jobs=rows, next_cursor=_encode_cursor(rows[-1]) if more and rows else None)
 
 
 def job_get(*, job_id: Any) -> Job:

@@ -84,6 +84,43 @@ def _redis_errors() -> tuple[type[Exception], ...]:
     return (redis_lib.ConnectionError, redis_lib.TimeoutError, OSError)
 
 
+#: A row's fields that live pages show.
+LIVE_FIELDS = (
+    "type",
+    "queue",
+    "status",
+    "progress",
+    "progress_message",
+    "attempts",
+    "max_attempts",
+    "created_at",
+    "enqueued_at",
+    "scheduled_for",
+    "started_at",
+    "ended_at",
+)
+
+
+def _announce(kind: str, rows: Sequence[Job]) -> None:
+    """Tell live pages; after the change committed. A Redis error here loses only a live update."""
+    if not rows:
+        return
+    try:
+        many = len(rows) > events.NOTICE_ROWS
+        events.announce(queues.redis(), kind, len(rows) if many else [live_row(row) for row in rows])
+    except _redis_errors() as exc:
+        log.warning("live pages were not told of %s %s jobs: %s", len(rows), kind, exc)
+
+
+def live_row(row: Job) -> dict[str, Any]:
+    """What a live page needs to draw a row (`jobs.live` turns it back into an unsaved Job)."""
+    data: dict[str, Any] = {"id": str(row.pk)}
+    for name in LIVE_FIELDS:
+        value = getattr(row, name)
+        data[name] = value.isoformat() if isinstance(value, datetime) else value
+    return data
+
+
 def _validate(request: JobRequest, now: datetime) -> tuple[registry.JobType, dict[str, Any], str, datetime | None]:
     errors: dict[str, list[str]] = {}
     spec = None
@@ -258,6 +295,7 @@ def jobs_enqueue(*, requests: Sequence[JobRequest], user: AbstractBaseUser | Ano
             pipe.execute()
     except _redis_errors() as exc:
         raise QueueUnavailable(str(exc)) from exc
+    _announce(events.CREATED, rows)
     return rows
 
 
@@ -272,7 +310,7 @@ def jobs_dispatch_pending(*, job_ids: Iterable[Any] | None = None, older_than: t
         pending = pending.filter(id__in=list(job_ids))
     if older_than is not None:
         pending = pending.filter(created_at__lt=timezone.now() - older_than)
-    dispatched = 0
+    dispatched: list[Job] = []
     for row in pending.order_by("created_at")[:1000]:
         new_status = (
             JobStatus.SCHEDULED if row.scheduled_for and row.scheduled_for > timezone.now() else JobStatus.QUEUED
@@ -288,8 +326,10 @@ def jobs_dispatch_pending(*, job_ids: Iterable[Any] | None = None, older_than: t
             Job.objects.filter(id=row.id, status=new_status).update(status=JobStatus.PENDING, enqueued_at=None)
             log.warning("job %s stays pending: Redis unavailable (%s)", row.id, exc)
             break
-        dispatched += 1
-    return dispatched
+        row.status = new_status
+        dispatched.append(row)
+    _announce(events.CREATED, dispatched)
+    return len(dispatched)
 
 
 def _fetch_rq_job(row: Job) -> RQJob | None:
@@ -422,6 +462,7 @@ def jobs_retry(*, job_ids: Sequence[Any], user: User = None, via: str = VIA_CODE
                 pipe.execute()
     except _redis_errors() as exc:
         raise QueueUnavailable(str(exc)) from exc
+    _announce(events.CHANGED, retried)
     return retried, skipped
 
 
@@ -459,6 +500,7 @@ def job_cancel(*, job: Job, user: User = None, via: str = VIA_CODE) -> Job:
         raise ActionNotAllowed("cancel", job.status, CANCELABLE) from exc
     except _redis_errors() as exc:
         raise QueueUnavailable(str(exc)) from exc
+    _announce(events.CHANGED, [row])
     return row
 
 
@@ -504,6 +546,7 @@ def job_promote(*, job: Job, user: User = None, via: str = VIA_CODE) -> Job:
             row.save(update_fields=["status", "scheduled_for", "enqueued_at", "updated_at"])
     except _redis_errors() as exc:
         raise QueueUnavailable(str(exc)) from exc
+    _announce(events.CHANGED, [row])
     return row
 
 
@@ -519,9 +562,14 @@ def job_remove(*, job: Job, user: User = None, via: str = VIA_CODE) -> None:
                     raise ActionNotAllowed("remove", JobStatus.STARTED, REMOVABLE)
                 rq_job.delete()
             _audit([row], "remove", user, via)
+            removed = live_row(row)
             row.delete()
     except _redis_errors() as exc:
         raise QueueUnavailable(str(exc)) from exc
+    try:
+        events.announce(queues.redis(), events.REMOVED, [removed])
+    except _redis_errors() as exc:
+        log.warning("live pages were not told of a removed job: %s", exc)
 
 
 def promote_due_jobs(*, now: datetime | None = None) -> int:
@@ -603,6 +651,7 @@ def job_give_up_on(*, job: Job, outcome: str, reason: str) -> Job:
                 pipe.execute()
         except _redis_errors() as exc:
             raise QueueUnavailable(str(exc)) from exc
+    _announce(events.CHANGED, [row])
     return row
 
 

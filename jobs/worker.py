@@ -51,7 +51,9 @@ def alive_key(worker_name: str) -> str:
 class MirroredJob(RQJob):
     def prepare_for_execution(self, worker_name: str, pipeline: Pipeline) -> None:
         super().prepare_for_execution(worker_name, pipeline)
-        events.emit(pipeline, self.id, events.STARTED, events.attempt_number(self), w=worker_name)
+        events.emit(
+            pipeline, self.id, events.STARTED, events.attempt_number(self), w=worker_name, mx=events.max_attempts(self)
+        )
 
 
 class MirrorWorkerMixin:

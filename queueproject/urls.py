@@ -11,5 +11,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("django-rq/", include((rq_dashboard.urlpatterns, "django_rq"))),
     path("api/", include("jobs.api.urls")),
+    path("accounts/", include("django.contrib.auth.urls")),
     path("", include("jobs.urls")),
 ]

@@ -35,7 +35,7 @@ def test_a_viewer_downloads_the_csv(client, report_file):
 def test_anonymous_users_are_sent_to_log_in(client, report_file):
     response = client.get(f"/reports/{report_file}.csv")
     assert response.status_code == 302
-    assert "/admin/login/" in response["Location"]
+    assert "/accounts/login/" in response["Location"]
 
 
 def test_users_without_permission_are_refused(client, report_file):

@@ -1,0 +1,382 @@
+"""Live pages: every transition and every progress report pushed to every open page, over Server-Sent Events.
+
+Where the news comes from: the workers append their transitions and progress
+reports to `events.STREAM` (the stream the mirror drains into the database),
+and the services announce the changes they make themselves (jobs created,
+retried, canceled, promoted, removed, given up on) on `events.LIVE_STREAM`.
+
+How it reaches a page: one `Hub` per web process (per event loop) reads both
+streams with one blocking XREAD and hands every entry to each open page's
+queue, so a thousand open pages cost one Redis connection, not a thousand.
+A page's stream (`follow`) first replays what it missed since a position (the
+`Last-Event-ID` its browser sends when it reconnects, or the moment the page
+was drawn), then follows the hub. Nothing waits on the database: a transition
+is drawn from the event itself (the mirror's own rules say what it means for
+the row), a service's change from the row it sent. An open page holds no
+thread and no database connection while it waits; a comment line every 15 s
+keeps proxies from closing the connection.
+
+Every message carries `id: <events id>|<live id>`, the position after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import SimpleNamespace
+from typing import Any
+
+import redis as redis_lib
+import redis.asyncio as aioredis
+from django.template.loader import render_to_string
+
+from jobs import events, mirror, queues
+from jobs.models import Job
+from jobs.statuses import JobStatus
+
+log = logging.getLogger(__name__)
+
+#: How long a blocking read waits before looking again (also how soon a closed hub notices).
+BLOCK_MS = 5_000
+#: A comment line this often keeps proxies from closing an idle stream.
+KEEPALIVE_SECONDS = 15.0
+#: At most this often a page is told to refresh its statistics cards.
+CARDS_EVERY_SECONDS = 2.0
+#: A page that falls this far behind is told to draw itself again instead.
+QUEUE_SIZE = 5_000
+#: How far back a page drawn from the database replays events (the mirror's lag is well under it).
+REPLAY_MARGIN_MS = 5_000
+#: The most events a reconnecting page replays; more and it is told to draw itself again.
+REPLAY_LIMIT = 5_000
+STREAMS = (events.STREAM, events.LIVE_STREAM)
+
+
+# --- positions in the two streams ---------------------------------------------------------------
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def position_now(margin_ms: int = REPLAY_MARGIN_MS) -> str:
+    """The position a page drawn now replays from: a few seconds back (events are idempotent to draw)."""
+    start = f"{int(time.time() * 1000) - margin_ms}-0"
+    return f"{start}|{start}"
+
+
+def parse_position(text: str | None) -> dict[str, str] | None:
+    """`<events id>|<live id>` as {stream: id}; None when missing or malformed."""
+    if not text:
+        return None
+    parts = text.strip().split("|")
+    if len(parts) != len(STREAMS):
+        return None
+    try:
+        for part in parts:
+            _id_key(part)
+    except ValueError:
+        return None
+    return dict(zip(STREAMS, parts, strict=True))
+
+
+def format_position(position: dict[str, str]) -> str:
+    return "|".join(position[stream] for stream in STREAMS)
+
+
+# --- entries --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    stream: str
+    id: str
+    data: dict[str, Any]
+
+
+def _decode(stream: Any, entry_id: Any, fields: dict[bytes, bytes]) -> Entry | None:
+    name = stream.decode() if isinstance(stream, bytes) else str(stream)
+    ident = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+    raw = fields.get(b"e")
+    if raw is None:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    return Entry(stream=name, id=ident, data=data) if isinstance(data, dict) else None
+
+
+def async_redis(timeout: float) -> aioredis.Redis:
+    """An asyncio client for the product's Redis (same address and credentials as the queues)."""
+    pool = queues.redis().connection_pool
+    kwargs = pool.connection_kwargs
+    return aioredis.Redis(
+        host=kwargs.get("host", "127.0.0.1"),
+        port=kwargs.get("port", 6379),
+        db=kwargs.get("db", 0),
+        username=kwargs.get("username"),
+        password=kwargs.get("password"),
+        ssl=issubclass(pool.connection_class, redis_lib.SSLConnection),
+        socket_connect_timeout=kwargs.get("socket_connect_timeout"),
+        socket_timeout=timeout,
+    )
+
+
+# --- the hub: one reader per process, many pages ------------------------------------------------
+
+
+@dataclass(eq=False)
+class Subscription:
+    queue: asyncio.Queue[Entry] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
+    overflowed: bool = False
+
+    def offer(self, entry: Entry) -> None:
+        try:
+            self.queue.put_nowait(entry)
+        except asyncio.QueueFull:
+            self.overflowed = True
+
+
+class Hub:
+    """Reads both streams once for the whole process and hands each entry to every subscription."""
+
+    def __init__(self) -> None:
+        self.subscriptions: set[Subscription] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def subscribe(self) -> Subscription:
+        subscription = Subscription()
+        self.subscriptions.add(subscription)
+        if self._task is None or self._task.done():
+            # From a moment ago: an entry is handed out twice rather than missed (pages skip what they saw).
+            start = position_now(margin_ms=2_000)
+            self._task = asyncio.get_running_loop().create_task(self._run(parse_position(start) or {}))
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self.subscriptions.discard(subscription)
+
+    async def _run(self, cursor: dict[str, str]) -> None:
+        conn = async_redis(timeout=BLOCK_MS / 1000 + 5)
+        try:
+            while self.subscriptions:
+                try:
+                    streams: Any = dict(cursor)
+                    response: Any = await conn.xread(streams, block=BLOCK_MS, count=500)
+                except (redis_lib.RedisError, OSError) as exc:
+                    log.warning("live pages: Redis unavailable (%s)", exc)
+                    await asyncio.sleep(1)
+                    continue
+                for stream, entries in response or []:
+                    for entry_id, fields in entries:
+                        entry = _decode(stream, entry_id, fields)
+                        name = stream.decode() if isinstance(stream, bytes) else str(stream)
+                        cursor[name] = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+                        if entry is not None:
+                            for subscription in list(self.subscriptions):
+                                subscription.offer(entry)
+        finally:
+            await conn.aclose()
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def hub() -> Hub:
+    loop = asyncio.get_running_loop()
+    found = _hubs.get(loop)
+    if found is None:
+        found = _hubs[loop] = Hub()
+    return found
+
+
+async def read_since(position: dict[str, str]) -> list[Entry] | None:
+    """What both streams hold after `position`, oldest first; None when some of it was trimmed away
+    (or there is too much): the page must then draw itself again."""
+    conn = async_redis(timeout=10)
+    found: list[Entry] = []
+    try:
+        for stream in STREAMS:
+            start = position[stream]
+            try:
+                info: Any = await conn.xinfo_stream(stream)
+            except redis_lib.ResponseError:  # no such stream yet: nothing happened
+                continue
+            deleted = info.get("max-deleted-entry-id")
+            deleted = deleted.decode() if isinstance(deleted, bytes) else deleted
+            if deleted and _id_key(deleted) > _id_key(start):
+                return None  # trimmed away: what came after the position is partly gone
+            entries: Any = await conn.xrange(stream, min=f"({start}", max="+", count=REPLAY_LIMIT + 1)
+            if len(entries) > REPLAY_LIMIT:
+                return None
+            for entry_id, fields in entries:
+                entry = _decode(stream, entry_id, fields)
+                if entry is not None:
+                    found.append(entry)
+    finally:
+        await conn.aclose()
+    found.sort(key=lambda entry: _id_key(entry.id))
+    return found
+
+
+# --- what a page is shown -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PageFilter:
+    """The filters of the page a stream feeds: new rows are sent only when they match."""
+
+    statuses: frozenset[str] = frozenset()
+    type: str = ""
+    queue: str = ""
+    search: str = ""
+    first_page: bool = True
+
+    def admits_new(self, job: Job) -> bool:
+        if not self.first_page or self.search:
+            return False  # older pages, and searches, gain rows only when they are drawn again
+        if self.statuses and job.status not in self.statuses:
+            return False
+        return (not self.type or job.type == self.type) and (not self.queue or job.queue == self.queue)
+
+
+def job_from_row(data: dict[str, Any]) -> Job:
+    """The unsaved Job a service's announcement describes (never saved: only drawn)."""
+    fields: dict[str, Any] = {}
+    for name, value in data.items():
+        if name == "id":
+            continue
+        if name.endswith("_at") or name == "scheduled_for":
+            fields[name] = datetime.fromisoformat(value) if value else None
+        else:
+            fields[name] = value
+    job = Job(**fields)
+    job.pk = data["id"]
+    return job
+
+
+def _state_after(event: events.Event) -> SimpleNamespace:
+    """What a worker's event says of its job's row, by the mirror's own rules."""
+    state = SimpleNamespace(
+        id=event.job_id,
+        pk=event.job_id,
+        status=JobStatus.STARTED,
+        progress=0,
+        progress_message="",
+        attempts=event.attempt,
+        max_attempts=event.data.get("mx"),
+        started_at=None,
+        ended_at=None,
+        enqueued_at=None,
+        scheduled_for=None,
+        worker_name="",
+        result=None,
+        error="",
+        traceback="",
+    )
+    if event.kind == events.PROGRESS:
+        state.progress = int(event.data.get("p", 0))
+        state.progress_message = str(event.data.get("m", ""))[:200]
+    else:
+        mirror._apply_to_row(state, event)  # type: ignore[arg-type]
+    state.duration = (
+        (state.ended_at - state.started_at).total_seconds() if state.ended_at and state.started_at else None
+    )
+    return state
+
+
+@dataclass
+class Message:
+    name: str
+    html: str = ""
+
+    def frame(self, position: str | None) -> str:
+        lines = [f"id: {position}"] if position else []
+        lines.append(f"event: {self.name}")
+        lines += [f"data: {line}" for line in (self.html.splitlines() or [""])]
+        return "\n".join(lines) + "\n\n"
+
+
+def messages_for(entry: Entry, page: PageFilter, actions_for: Callable[[str], list[str]]) -> list[Message]:
+    """What one stream entry changes on a page: cells of a row, whole rows, rows gone, or "draw again"."""
+    if entry.stream == events.STREAM:
+        event = events.from_dict(entry.id, entry.data)
+        if event is None or event.kind not in events.PHASE:
+            return []
+        state = _state_after(event)
+        context = {
+            "job": state,
+            "actions": actions_for(state.status),
+            "progress_only": event.kind == events.PROGRESS,
+        }
+        return [Message("cells", render_to_string("jobs/_cells.html", context))]
+    kind = entry.data.get("k")
+    rows = entry.data.get("jobs")
+    if rows is None:  # too many rows to send: the page draws itself again
+        return [Message("refresh")]
+    if kind == events.REMOVED:
+        return [Message("remove", "\n".join(f"job-{row['id']}" for row in rows))]
+    jobs = [job_from_row(row) for row in rows]
+    if kind == events.CREATED:
+        jobs = [job for job in jobs if page.admits_new(job)]
+    if not jobs:
+        return []
+    html = "".join(render_to_string("jobs/_row.html", {"job": job, "actions": actions_for(job.status)}) for job in jobs)
+    return [Message("rows" if kind == events.CHANGED else "new-rows", html)]
+
+
+async def follow(
+    since: dict[str, str],
+    page: PageFilter,
+    actions_for: Callable[[str], list[str]],
+    *,
+    keepalive: float = KEEPALIVE_SECONDS,
+) -> AsyncIterator[str]:
+    """A page's event stream: what it missed since `since`, then everything as it happens."""
+    subscription = hub().subscribe()
+    position = dict(since)
+    cards_due = False
+    last_cards = 0.0
+    try:
+        yield "retry: 2000\n\n"
+        missed = await read_since(position)
+        if missed is None:
+            yield Message("refresh").frame(None)
+            missed = []
+        pending: Iterable[Entry] = missed
+        while True:
+            for entry in pending:
+                if _id_key(entry.id) <= _id_key(position[entry.stream]):
+                    continue  # seen already (replayed, or handed out twice)
+                position[entry.stream] = entry.id
+                for message in messages_for(entry, page, actions_for):
+                    yield message.frame(format_position(position))
+                cards_due = True
+            if subscription.overflowed:
+                subscription.overflowed = False
+                yield Message("refresh").frame(None)
+            now = time.monotonic()
+            if cards_due and now - last_cards >= CARDS_EVERY_SECONDS:
+                cards_due, last_cards = False, now
+                yield Message("cards").frame(None)
+            wait = keepalive if not cards_due else max(0.05, CARDS_EVERY_SECONDS - (now - last_cards))
+            try:
+                entry = await asyncio.wait_for(subscription.queue.get(), timeout=wait)
+            except TimeoutError:
+                if not cards_due:
+                    yield ": keepalive\n\n"
+                pending = []
+                continue
+            batch = [entry]
+            while not subscription.queue.empty() and len(batch) < 500:
+                batch.append(subscription.queue.get_nowait())
+            pending = batch
+    finally:
+        hub().unsubscribe(subscription)
