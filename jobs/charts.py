@@ -14,6 +14,8 @@ from datetime import datetime
 from typing import Any
 
 from django.utils import timezone
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
 
 WIDTH = 720
 HEIGHT = 160
@@ -53,6 +55,26 @@ class Chart:
     @property
     def summary(self) -> str:
         return f"{self.title}: {self.total_processed} processed, {self.total_failed} failed."
+
+    @property
+    def bars_svg(self) -> SafeString:
+        """The bars as SVG, drawn here: 720 of them through the template language took 100 ms."""
+        parts = []
+        for bar in self.bars:
+            if not bar.processed:
+                continue
+            title = escape(f"{bar.label}: {bar.processed} processed, {bar.failed} failed")
+            parts.append(
+                f'<g><title>{title}</title><rect class="bar" x="{bar.x}" y="{bar.processed_y}" '
+                f'width="{bar.width}" height="{bar.processed_height}"></rect>'
+            )
+            if bar.failed:
+                parts.append(
+                    f'<rect class="bar-failed" x="{bar.x}" y="{bar.failed_y}" '
+                    f'width="{bar.width}" height="{bar.failed_height}"></rect>'
+                )
+            parts.append("</g>")
+        return mark_safe("".join(parts))  # numbers and escaped text only
 
 
 def nice_max(value: int) -> int:
