@@ -209,10 +209,12 @@ async def read_since(position: dict[str, str]) -> list[Entry] | None:
                 info: Any = await conn.xinfo_stream(stream)
             except redis_lib.ResponseError:  # no such stream yet: nothing happened
                 continue
-            deleted = info.get("max-deleted-entry-id")
-            deleted = deleted.decode() if isinstance(deleted, bytes) else deleted
-            if deleted and _id_key(deleted) > _id_key(start):
-                return None  # trimmed away: what came after the position is partly gone
+            first = info.get("first-entry")
+            first_id = first[0].decode() if first and isinstance(first[0], bytes) else (first[0] if first else None)
+            trimmed = int(info.get("entries-added") or 0) > int(info.get("length") or 0)
+            if trimmed and first_id and _id_key(first_id) > _id_key(start):
+                # Entries older than the first one left were trimmed: some may have come after the position.
+                return None
             entries: Any = await conn.xrange(stream, min=f"({start}", max="+", count=REPLAY_LIMIT + 1)
             if len(entries) > REPLAY_LIMIT:
                 return None

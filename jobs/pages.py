@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 from asgiref.sync import sync_to_async
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.db import connections
 from django.http import (
     Http404,
     HttpRequest,
@@ -240,6 +241,9 @@ async def events(request: HttpRequest) -> HttpResponseBase:
     if not user.is_authenticated:
         return HttpResponse("log in first", status=401, content_type="text/plain")
     granted = await sync_to_async(_granted_if_viewer)(user)
+    # The stream may stay open for hours: give back the database connection the session and
+    # permission look-ups took (this request's own thread), so a waiting page holds none.
+    await sync_to_async(connections.close_all)()
     if granted is None:
         return HttpResponse("you may not view jobs", status=403, content_type="text/plain")
     since = live.parse_position(request.headers.get("Last-Event-ID")) or live.parse_position(request.GET.get("since"))

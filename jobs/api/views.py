@@ -64,6 +64,7 @@ class JobsApiView(APIView):
 
 
 class JobListApi(JobsApiView):
+    name = "Jobs"  # what the browsable API calls it
     pagination = JobCursorPagination
 
     @extend_schema(
@@ -143,6 +144,7 @@ class JobListApi(JobsApiView):
 
 
 class JobDetailApi(JobsApiView):
+    name = "Job"  # what the browsable API calls it
     @extend_schema(
         operation_id="jobs_retrieve",
         summary="One job, with its attempt timeline",
@@ -153,6 +155,7 @@ class JobDetailApi(JobsApiView):
 
 
 class JobActionApi(JobsApiView):
+    name = "Job action"  # what the browsable API calls it
     permission_classes = [ActOnJobs]  # retry/cancel/stop/promote need change_job, remove delete_job: see may_act
 
     @extend_schema(
@@ -184,6 +187,7 @@ class JobActionApi(JobsApiView):
 
 
 class JobBulkActionApi(JobsApiView):
+    name = "Bulk job action"  # what the browsable API calls it
     permission_classes = [ActOnJobs]
 
     @extend_schema(
@@ -210,6 +214,7 @@ class JobBulkActionApi(JobsApiView):
 
 
 class JobStatsApi(JobsApiView):
+    name = "Job statistics"  # what the browsable API calls it
     permission_classes = [ReadJobs]
 
     @extend_schema(
@@ -222,6 +227,7 @@ class JobStatsApi(JobsApiView):
 
 
 class JobTypeListApi(JobsApiView):
+    name = "Job types"  # what the browsable API calls it
     permission_classes = [ReadJobs]
 
     @extend_schema(
@@ -234,6 +240,7 @@ class JobTypeListApi(JobsApiView):
 
 
 class QueueListApi(JobsApiView):
+    name = "Queues"  # what the browsable API calls it
     permission_classes = [ReadJobs]
 
     @extend_schema(
@@ -256,6 +263,7 @@ QUEUE_ACTION_RESPONSES = {
 
 
 class QueuePauseApi(JobsApiView):
+    name = "Pause queue"  # what the browsable API calls it
     permission_classes = [ActOnJobs]  # change_job, checked in post()
     paused = True
 
@@ -278,6 +286,7 @@ class QueuePauseApi(JobsApiView):
 
 
 class QueueResumeApi(QueuePauseApi):
+    name = "Resume queue"  # what the browsable API calls it
     paused = False
 
     @extend_schema(
@@ -293,6 +302,7 @@ class QueueResumeApi(QueuePauseApi):
 class TokenApi(ObtainAuthToken):
     """Trade a username and password for the API token of that user."""
 
+    name = "API token"  # what the browsable API calls it
     throttle_classes = [JobWriteThrottle]
 
     @extend_schema(
