@@ -22,6 +22,6 @@ if ! "$PY" manage.py shell -c 'from django.contrib.auth import get_user_model as
     say "No admin user yet: create one with  .venv/bin/python manage.py createsuperuser"
 fi
 
-say "Starting web (http://127.0.0.1:${PORT:-8000}/admin/), worker and scheduler"
+say "Starting web (the Jobs page: http://127.0.0.1:${PORT:-8000}/ , the admin: /admin/), worker and scheduler"
 export PORT="${PORT:-8000}"
 exec "$VENV/bin/honcho" start -f Procfile
