@@ -66,8 +66,17 @@ def _id_key(entry_id: str) -> tuple[int, int]:
 
 
 def position_now(margin_ms: int = REPLAY_MARGIN_MS) -> str:
-    """The position a page drawn now replays from: a few seconds back (events are idempotent to draw)."""
-    start = f"{int(time.time() * 1000) - margin_ms}-0"
+    """The position a page drawn now replays from: a few seconds back (events are idempotent to draw).
+
+    By Redis's clock, which stamps the entries (this machine's clock if Redis does not answer).
+    """
+    try:
+        answer: Any = queues.redis().time()
+        seconds, micros = answer
+        now_ms = int(seconds) * 1000 + int(micros) // 1000
+    except (redis_lib.RedisError, OSError):
+        now_ms = int(time.time() * 1000)
+    start = f"{now_ms - margin_ms}-0"
     return f"{start}|{start}"
 
 
@@ -150,14 +159,18 @@ class Hub:
     def __init__(self) -> None:
         self.subscriptions: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
+        self._starting = asyncio.Lock()
 
-    def subscribe(self) -> Subscription:
+    async def subscribe(self) -> Subscription:
+        """A new page's queue. The reader starts (if it is not running) from where the streams end
+        now, before the page reads what it missed: an entry may reach the page twice (it skips
+        what it saw), never not at all."""
         subscription = Subscription()
         self.subscriptions.add(subscription)
-        if self._task is None or self._task.done():
-            # From a moment ago: an entry is handed out twice rather than missed (pages skip what they saw).
-            start = position_now(margin_ms=2_000)
-            self._task = asyncio.get_running_loop().create_task(self._run(parse_position(start) or {}))
+        async with self._starting:
+            if self._task is None or self._task.done():
+                start = await current_position()
+                self._task = asyncio.get_running_loop().create_task(self._run(start))
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
@@ -195,6 +208,19 @@ def hub() -> Hub:
     if found is None:
         found = _hubs[loop] = Hub()
     return found
+
+
+async def current_position() -> dict[str, str]:
+    """Where both streams end now."""
+    conn = async_redis(timeout=10)
+    try:
+        position = {}
+        for stream in STREAMS:
+            last: Any = await conn.xrevrange(stream, count=1)
+            position[stream] = last[0][0].decode() if last else "0-0"
+        return position
+    finally:
+        await conn.aclose()
 
 
 async def read_since(position: dict[str, str]) -> list[Entry] | None:
@@ -335,15 +361,15 @@ def messages_for(entry: Entry, page: PageFilter, actions_for: Callable[[str], li
 
 
 async def follow(
-    since: dict[str, str],
+    since: dict[str, str] | None,
     page: PageFilter,
     actions_for: Callable[[str], list[str]],
     *,
     keepalive: float = KEEPALIVE_SECONDS,
 ) -> AsyncIterator[str]:
-    """A page's event stream: what it missed since `since`, then everything as it happens."""
-    subscription = hub().subscribe()
-    position = dict(since)
+    """A page's event stream: what it missed since `since` (None: from now), then everything as it happens."""
+    subscription = await hub().subscribe()
+    position = dict(since) if since is not None else await current_position()
     cards_due = False
     last_cards = 0.0
     try:

@@ -258,7 +258,7 @@ async def events(request: HttpRequest) -> HttpResponseBase:
     def actions_for(status: str) -> list[str]:
         return permissions.allowed_actions(status, granted)
 
-    stream = live.follow(since or live.parse_position(live.position_now(0)) or {}, page, actions_for)
+    stream = live.follow(since, page, actions_for)
     response = StreamingHttpResponse(stream, content_type="text/event-stream")
     patch_cache_control(response, no_cache=True, no_store=True)
     response["X-Accel-Buffering"] = "no"  # nginx: pass events through as they come
