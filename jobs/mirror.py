@@ -57,6 +57,7 @@ JOB_FIELDS = [
     "status",
     "progress",
     "progress_message",
+    "progress_at",
     "result",
     "error",
     "traceback",
@@ -121,9 +122,12 @@ def apply_events(batch: Iterable[Event]) -> ApplyResult:
                 continue
             result.applied.append(event.id)
             if event.kind == events.PROGRESS:
-                if row.status == JobStatus.STARTED and row.attempts == event.attempt:
+                reported = _dt(event.at)
+                newer = row.progress_at is None or (reported is not None and reported > row.progress_at)
+                if row.status == JobStatus.STARTED and row.attempts == event.attempt and newer:
                     row.progress = int(event.data.get("p", row.progress))
                     row.progress_message = str(event.data.get("m", ""))[:200]
+                    row.progress_at = reported
                     changed_rows.add(event.job_id)
                 continue
             if event.kind in (events.STARTED, *ENDED_OUTCOME):
@@ -185,6 +189,7 @@ def _apply_to_row(row: Job, event: Event) -> None:
         row.scheduled_for = None
         row.progress = 0
         row.progress_message = ""
+        row.progress_at = None
         return
     if "s" in data:
         row.started_at = _dt(data["s"])

@@ -28,6 +28,8 @@ class Job(models.Model):
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.PENDING)
     progress = models.PositiveSmallIntegerField(default=0)
     progress_message = models.CharField(max_length=200, blank=True)
+    #: When the worker reported the progress shown (reports can reach the mirror out of order).
+    progress_at = models.DateTimeField(null=True, blank=True, editable=False)
     result = models.JSONField(null=True, blank=True)
     error = models.TextField(blank=True, help_text="The last attempt's error, one line.")
     traceback = models.TextField(blank=True, help_text="The last attempt's traceback.")

@@ -20,22 +20,20 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
-import redis as redis_lib
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import AnonymousUser
-from django.db import transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
-from rq.job import Retry
 from rq.registry import ScheduledJobRegistry
 
-from jobs import events, queues, registry, runner, sql
+from jobs import events, queues, registry, rqstore, sql
 from jobs.errors import ActionNotAllowed, InvalidJobRequest, QueueUnavailable
 from jobs.models import Job, JobAudit
 from jobs.statuses import (
@@ -47,7 +45,6 @@ from jobs.statuses import (
     STOPPABLE,
     JobStatus,
 )
-from jobs.worker import MirroredJob
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +53,7 @@ MAX_BULK = 10_000
 #: A job may be delayed at most this far ahead.
 MAX_DELAY = timedelta(days=365)
 
-RUN_FUNC = f"{runner.run.__module__}.{runner.run.__qualname__}"
+RUN_FUNC = rqstore.RUN_FUNC
 
 #: Who acts: a user (or None for the system and your own code).
 User = AbstractBaseUser | AnonymousUser | None
@@ -78,10 +75,6 @@ class JobRequest:
     delay_seconds: float | None = None
     run_at: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _redis_errors() -> tuple[type[Exception], ...]:
-    return (redis_lib.ConnectionError, redis_lib.TimeoutError, OSError)
 
 
 #: A row's fields that live pages show.
@@ -108,7 +101,7 @@ def _announce(kind: str, rows: Sequence[Job]) -> None:
     try:
         many = len(rows) > events.NOTICE_ROWS
         events.announce(queues.redis(), kind, len(rows) if many else [live_row(row) for row in rows])
-    except _redis_errors() as exc:
+    except rqstore.REDIS_ERRORS as exc:
         log.warning("live pages were not told of %s %s jobs: %s", len(rows), kind, exc)
 
 
@@ -152,81 +145,6 @@ def _validate(request: JobRequest, now: datetime) -> tuple[registry.JobType, dic
         raise InvalidJobRequest(errors)
     assert spec is not None
     return spec, params, queue, run_at
-
-
-def _build_rq_job(row: Job, spec: registry.JobType) -> RQJob:
-    """The RQ job for a row's next attempts: the rest of its retry policy's round."""
-    rq_job = queues.get_queue(row.queue).create_job(
-        RUN_FUNC,
-        job_id=row.rq_id,
-        timeout=row.timeout,
-        result_ttl=_settings("JOBS_RESULT_TTL"),
-        failure_ttl=_settings("JOBS_FAILURE_TTL"),
-    )
-    return _point_at(rq_job, row, spec)
-
-
-def _point_at(rq_job: RQJob, row: Job, spec: registry.JobType) -> RQJob:
-    """Make an RQ job of the row's queue and timeout the one for the row's next attempts.
-
-    Everything of a job that is the row's own, set through RQ's public
-    attributes as `Job.create` sets them: a bulk enqueue re-points one RQ job
-    object at each row in turn and saves it, rather than creating thousands.
-    """
-    retries = max(0, row.max_attempts - row.attempts - 1)
-    retry = Retry(max=retries, interval=spec.retry.delays()) if retries else None
-    rq_job.id = row.rq_id
-    rq_job.args = (row.type, row.params)
-    rq_job.description = f"{row.type} {row.rq_id}"
-    rq_job.meta = {"attempt_base": row.attempts, "retries": retries}
-    rq_job.retries_left = retry.max if retry else None
-    rq_job.retry_intervals = retry.intervals if retry else None
-    return rq_job
-
-
-def _settings(name: str) -> Any:
-    from django.conf import settings
-
-    return getattr(settings, name)
-
-
-def _push(rows: Sequence[Job]) -> None:
-    """Put the rows' jobs on their queues (or in the scheduled registry) in one round trip."""
-    with queues.redis().pipeline() as pipe:
-        pipe.multi()
-        _stage(rows, pipe)
-        pipe.execute()
-
-
-def _stage(rows: Sequence[Job], pipe: Any) -> None:
-    """Add to a pipeline what puts the rows' jobs on their queues (or in the scheduled registry).
-
-    What `Queue.enqueue_job` writes, but with one RPUSH per queue for all its
-    jobs instead of a status write, a queue-set write and a push per job, and
-    one RQ job object per queue and timeout, re-pointed at each row and saved.
-    """
-    now = timezone.now()
-    ready: dict[str, list[str]] = {}
-    shared: dict[tuple[str, int], RQJob] = {}
-    for row in rows:
-        queue = queues.get_queue(row.queue)
-        spec = registry.get(row.type)
-        due = row.scheduled_for
-        if due is not None and due > now:
-            queue.schedule_job(_build_rq_job(row, spec), due, pipeline=pipe)
-            continue
-        rq_job = shared.get((row.queue, row.timeout))
-        if rq_job is None:
-            rq_job = shared[row.queue, row.timeout] = _build_rq_job(row, spec)
-            queue._prepare_for_queue(rq_job)  # origin, enqueued_at, status: queued
-        else:
-            _point_at(rq_job, row, spec)
-        rq_job.save(pipeline=pipe)
-        ready.setdefault(row.queue, []).append(rq_job.id)
-    for name, job_ids in ready.items():
-        queue = queues.get_queue(name)
-        pipe.sadd(queue.redis_queues_keys, queue.key)
-        pipe.rpush(queue.key, *job_ids)
 
 
 def job_enqueue(
@@ -285,18 +203,41 @@ def jobs_enqueue(*, requests: Sequence[JobRequest], user: AbstractBaseUser | Ano
     for row in rows:
         row.status = JobStatus.SCHEDULED if row.scheduled_for else JobStatus.QUEUED
         row.enqueued_at = None if row.scheduled_for else now
+    sent = False
     try:
-        with transaction.atomic(), queues.redis().pipeline() as pipe:
+        with rqstore.unavailable_on_error(), transaction.atomic(), queues.redis().pipeline() as pipe:
             pipe.multi()
             with sql.inserting(Job, rows):
-                _stage(rows, pipe)  # built while the database takes the rows; nothing sent yet
+                rqstore.stage(rows, pipe)  # built while the database takes the rows; nothing sent yet
             # The rows are in but not committed: if Redis fails, they roll back. A worker
             # may see a job before the commit; the mirror waits for its row.
             pipe.execute()
-    except _redis_errors() as exc:
-        raise QueueUnavailable(str(exc)) from exc
+            sent = True
+    except DatabaseError as exc:
+        if sent:
+            # Redis took the jobs but the database refused the rows at commit (a deferred
+            # check, a lost connection): take the jobs back so none runs without a row.
+            _take_back(rows)
+        if isinstance(exc, IntegrityError):
+            raise InvalidJobRequest({"non_field_errors": [f"the database refused the jobs: {exc}"]}) from exc
+        raise
     _announce(events.CREATED, rows)
     return rows
+
+
+def _take_back(rows: Sequence[Job]) -> None:
+    """Remove jobs that reached Redis for rows that never committed (best effort, logged)."""
+    try:
+        with queues.redis().pipeline() as pipe:
+            pipe.multi()
+            for row in rows:
+                pipe.lrem(queues.get_queue(row.queue).key, 0, row.rq_id)
+            rqstore.forget(rows, pipe)
+            pipe.execute()
+    except rqstore.REDIS_ERRORS as exc:
+        log.error("%s jobs reached Redis without their rows and could not be taken back: %s", len(rows), exc)
+    else:
+        log.warning("%s jobs were taken back from Redis: the database refused their rows", len(rows))
 
 
 def jobs_dispatch_pending(*, job_ids: Iterable[Any] | None = None, older_than: timedelta | None = None) -> int:
@@ -321,8 +262,8 @@ def jobs_dispatch_pending(*, job_ids: Iterable[Any] | None = None, older_than: t
         if not claimed:
             continue
         try:
-            _push([row])
-        except _redis_errors() as exc:
+            rqstore.push([row])
+        except rqstore.REDIS_ERRORS as exc:
             Job.objects.filter(id=row.id, status=new_status).update(status=JobStatus.PENDING, enqueued_at=None)
             log.warning("job %s stays pending: Redis unavailable (%s)", row.id, exc)
             break
@@ -330,47 +271,6 @@ def jobs_dispatch_pending(*, job_ids: Iterable[Any] | None = None, older_than: t
         dispatched.append(row)
     _announce(events.CREATED, dispatched)
     return len(dispatched)
-
-
-def _fetch_rq_job(row: Job) -> RQJob | None:
-    try:
-        return MirroredJob.fetch(row.rq_id, connection=queues.redis(), serializer=queues.SERIALIZER)
-    except NoSuchJobError:
-        return None
-
-
-def _forget_rows(rows: Sequence[Job], pipe: Any) -> None:
-    """Take the rows' old RQ jobs out of every registry and delete them, before they are enqueued anew.
-
-    Left in the started registry, RQ's own registry cleanup would later treat a job
-    as abandoned and retry or fail it behind our back.
-    """
-    by_queue: dict[str, list[Job]] = {}
-    for row in rows:
-        by_queue.setdefault(row.queue, []).append(row)
-    for name, queue_rows in by_queue.items():
-        queue = queues.get_queue(name)
-        ids = [row.rq_id for row in queue_rows]
-        for registry_ in (
-            queue.failed_job_registry,
-            queue.finished_job_registry,
-            queue.canceled_job_registry,
-            queue.scheduled_job_registry,
-            queue.deferred_job_registry,
-        ):
-            pipe.zrem(registry_.key, *ids)
-        _forget_executions(queue, ids, pipe)
-        pipe.delete(*(RQJob.key_for(job_id) for job_id in ids))
-
-
-def _forget_executions(queue: Any, job_ids: Sequence[str], pipe: Any) -> None:
-    """Drop the jobs' entries (`<job id>:<execution id>`) from the started registry (one read per queue)."""
-    key = queue.started_job_registry.key
-    ids = set(job_ids)
-    members: list[bytes] = cast(list[bytes], queues.redis().zrange(key, 0, -1))
-    stale = [member for member in members if member.split(b":", 1)[0].decode() in ids]
-    if stale:
-        pipe.zrem(key, *stale)
 
 
 def _require(row: Job, action: str, allowed: frozenset[str]) -> None:
@@ -430,38 +330,35 @@ def jobs_retry(*, job_ids: Sequence[Any], user: User = None, via: str = VIA_CODE
     """
     skipped: Counter[str] = Counter()
     now = timezone.now()
-    try:
-        with transaction.atomic():
-            rows = list(Job.objects.select_for_update().filter(pk__in=list(job_ids)).order_by("pk"))
-            retried: list[Job] = []
-            for row in rows:
-                if row.status not in RETRYABLE:
-                    skipped[row.status] += 1
-                elif row.type not in registry.names():
-                    skipped[UNREGISTERED] += 1
-                else:
-                    retried.append(row)
-            if not retried:
-                return [], skipped
-            _audit(retried, "retry", user, via)
-            for row in retried:
-                row.status = JobStatus.QUEUED
-                row.max_attempts = row.attempts + registry.get(row.type).retry.max_attempts
-                row.enqueued_at = now
-                row.scheduled_for = None
-                row.ended_at = None
-                row.progress = 0
-                row.progress_message = ""
-                row.mirror_seq = events.seq_after(row.attempts)
-                row.updated_at = now
-            sql.update_rows(Job, retried, RETRY_FIELDS)
-            with queues.redis().pipeline() as pipe:
-                pipe.multi()
-                _forget_rows(retried, pipe)
-                _stage(retried, pipe)
-                pipe.execute()
-    except _redis_errors() as exc:
-        raise QueueUnavailable(str(exc)) from exc
+    with rqstore.unavailable_on_error(), transaction.atomic():
+        rows = list(Job.objects.select_for_update().filter(pk__in=list(job_ids)).order_by("pk"))
+        retried: list[Job] = []
+        for row in rows:
+            if row.status not in RETRYABLE:
+                skipped[row.status] += 1
+            elif row.type not in registry.names():
+                skipped[UNREGISTERED] += 1
+            else:
+                retried.append(row)
+        if not retried:
+            return [], skipped
+        _audit(retried, "retry", user, via)
+        for row in retried:
+            row.status = JobStatus.QUEUED
+            row.max_attempts = row.attempts + registry.get(row.type).retry.max_attempts
+            row.enqueued_at = now
+            row.scheduled_for = None
+            row.ended_at = None
+            row.progress = 0
+            row.progress_message = ""
+            row.mirror_seq = events.seq_after(row.attempts)
+            row.updated_at = now
+        sql.update_rows(Job, retried, RETRY_FIELDS)
+        with queues.redis().pipeline() as pipe:
+            pipe.multi()
+            rqstore.forget(retried, pipe)
+            rqstore.stage(retried, pipe)
+            pipe.execute()
     _announce(events.CHANGED, retried)
     return retried, skipped
 
@@ -478,28 +375,27 @@ def job_retry(*, job: Job, user: User = None, via: str = VIA_CODE) -> Job:
 
 
 def job_cancel(*, job: Job, user: User = None, via: str = VIA_CODE) -> Job:
-    """Take a waiting job off its queue (or the schedule) for good."""
-    try:
-        with transaction.atomic():
-            row = _locked(job)
-            _require(row, "cancel", CANCELABLE)
-            rq_job = _fetch_rq_job(row)
-            if rq_job is not None:
-                status = rq_job.get_status(refresh=False)
-                if status == RQStatus.STARTED:
-                    # A worker took it meanwhile: the mirror will say so.
-                    raise ActionNotAllowed("cancel", JobStatus.STARTED, CANCELABLE)
-                if status in (RQStatus.QUEUED, RQStatus.SCHEDULED, RQStatus.DEFERRED):
-                    rq_job.cancel()
-            _audit([row], "cancel", user, via)
-            row.status = JobStatus.CANCELED
-            row.ended_at = timezone.now()
-            row.scheduled_for = None
-            row.save(update_fields=["status", "ended_at", "scheduled_for", "updated_at"])
-    except InvalidJobOperation as exc:
-        raise ActionNotAllowed("cancel", job.status, CANCELABLE) from exc
-    except _redis_errors() as exc:
-        raise QueueUnavailable(str(exc)) from exc
+    """Take a waiting job off its queue (or the schedule) for good: it will never run.
+
+    Atomic against the workers: a job a worker has already popped is not canceled
+    (ActionNotAllowed: it runs, and the history says so).
+    """
+    with rqstore.unavailable_on_error(), transaction.atomic():
+        row = _locked(job)
+        _require(row, "cancel", CANCELABLE)
+        taken_off = row.status == JobStatus.PENDING or rqstore.take_off(row.queue, row.rq_id)
+        # Not on its queue nor the schedule: a worker took it meanwhile (the mirror will say so),
+        # unless Redis has forgotten the job altogether (then nothing can run it).
+        if not taken_off and rqstore.status(row.rq_id) is not None:
+            raise ActionNotAllowed("cancel", "already taken by a worker", CANCELABLE)
+        _audit([row], "cancel", user, via)
+        row.status = JobStatus.CANCELED
+        row.ended_at = timezone.now()
+        row.scheduled_for = None
+        # Past any event of the attempt that will now never run (a "queued" from a promotion
+        # still on the stream must not undo the cancel).
+        row.mirror_seq = max(row.mirror_seq, events.seq_after(row.attempts + 1))
+        row.save(update_fields=["status", "ended_at", "scheduled_for", "mirror_seq", "updated_at"])
     _announce(events.CHANGED, [row])
     return row
 
@@ -516,66 +412,64 @@ def job_stop(*, job: Job, user: User = None, via: str = VIA_CODE) -> Job:
     except (InvalidJobOperation, NoSuchJobError) as exc:
         # Redis has it waiting, or has forgotten it: no worker runs it (the mirror or the reconciler will tell).
         raise ActionNotAllowed("stop", "not running on any worker", STOPPABLE) from exc
-    except _redis_errors() as exc:
+    except rqstore.REDIS_ERRORS as exc:
         raise QueueUnavailable(str(exc)) from exc
     _audit([job], "stop", user, via)
     return job
 
 
 def job_promote(*, job: Job, user: User = None, via: str = VIA_CODE) -> Job:
-    """Run a delayed job (or one waiting for its next retry) now."""
-    try:
-        with transaction.atomic():
-            row = _locked(job)
-            _require(row, "promote", PROMOTABLE)
-            conn = queues.redis()
-            queue = queues.get_queue(row.queue)
-            rq_job = _fetch_rq_job(row)
-            with conn.pipeline() as pipe:
-                pipe.multi()
-                if rq_job is None:
-                    queue.enqueue_job(_build_rq_job(row, registry.get(row.type)), pipeline=pipe)
-                else:
-                    pipe.zrem(queue.scheduled_job_registry.key, rq_job.id)
-                    queue.enqueue_job(rq_job, pipeline=pipe, at_front=True)
-                pipe.execute()
-            _audit([row], "promote", user, via)
-            row.status = JobStatus.QUEUED
-            row.scheduled_for = None
-            row.enqueued_at = timezone.now()
-            row.save(update_fields=["status", "scheduled_for", "enqueued_at", "updated_at"])
-    except _redis_errors() as exc:
-        raise QueueUnavailable(str(exc)) from exc
+    """Run a delayed job (or one waiting for its next retry) now.
+
+    Atomic against the scheduler: a job it has promoted meanwhile is pushed once.
+    """
+    with rqstore.unavailable_on_error(), transaction.atomic():
+        row = _locked(job)
+        _require(row, "promote", PROMOTABLE)
+        moved = rqstore.promote_now(row.queue, [row.rq_id])
+        if not moved or not moved[0]:
+            if rqstore.status(row.rq_id) is not None:
+                raise ActionNotAllowed("promote", "already on its queue", PROMOTABLE)
+            rqstore.push([_due_now(row)])  # Redis forgot it: enqueue it again from the row
+        _audit([row], "promote", user, via)
+        row.status = JobStatus.QUEUED
+        row.scheduled_for = None
+        row.enqueued_at = timezone.now()
+        row.save(update_fields=["status", "scheduled_for", "enqueued_at", "updated_at"])
     _announce(events.CHANGED, [row])
+    return row
+
+
+def _due_now(row: Job) -> Job:
+    row.scheduled_for = None
     return row
 
 
 def job_remove(*, job: Job, user: User = None, via: str = VIA_CODE) -> None:
     """Delete a job from Redis and from the history (its audit trail stays). A running job must be stopped first."""
-    try:
-        with transaction.atomic():
-            row = _locked(job)
-            _require(row, "remove", REMOVABLE)
-            rq_job = _fetch_rq_job(row)
-            if rq_job is not None:
-                if rq_job.get_status(refresh=False) == RQStatus.STARTED:
-                    raise ActionNotAllowed("remove", JobStatus.STARTED, REMOVABLE)
-                rq_job.delete()
-            _audit([row], "remove", user, via)
-            removed = live_row(row)
-            row.delete()
-    except _redis_errors() as exc:
-        raise QueueUnavailable(str(exc)) from exc
+    with rqstore.unavailable_on_error(), transaction.atomic():
+        row = _locked(job)
+        _require(row, "remove", REMOVABLE)
+        rq_job = rqstore.fetch(row.rq_id)
+        if rq_job is not None:
+            if rq_job.get_status(refresh=False) == RQStatus.STARTED:
+                raise ActionNotAllowed("remove", JobStatus.STARTED, REMOVABLE)
+            rq_job.delete()
+        _audit([row], "remove", user, via)
+        removed = live_row(row)
+        row.delete()
     try:
         events.announce(queues.redis(), events.REMOVED, [removed])
-    except _redis_errors() as exc:
+    except rqstore.REDIS_ERRORS as exc:
         log.warning("live pages were not told of a removed job: %s", exc)
 
 
 def promote_due_jobs(*, now: datetime | None = None) -> int:
     """Move delayed jobs whose time has come onto their queues (the scheduler's duty).
 
-    Like RQ's own scheduler, but it also records the move as a transition.
+    Like RQ's own scheduler, but it also records the move as a transition, and
+    each job moves only if it is still scheduled (a user's promote, or a second
+    scheduler, may have moved it): never twice.
     """
     conn = queues.redis()
     timestamp = int((now or datetime.now(tz=UTC)).timestamp())
@@ -585,16 +479,15 @@ def promote_due_jobs(*, now: datetime | None = None) -> int:
         job_ids = scheduled.get_jobs_to_schedule(timestamp)
         if not job_ids:
             continue
-        rq_jobs = MirroredJob.fetch_many(job_ids, connection=conn, serializer=queues.SERIALIZER)
+        rq_jobs = rqstore.MirroredJob.fetch_many(job_ids, connection=conn, serializer=queues.SERIALIZER)
+        with conn.pipeline(transaction=False) as pipe:
+            rqstore.promote_now(queue.name, job_ids, pipe, at_front=False)
+            answers = pipe.execute()
         with conn.pipeline() as pipe:
-            for rq_job in rq_jobs:
-                if rq_job is None:
-                    continue
-                queue._enqueue_job(rq_job, pipeline=pipe, at_front=rq_job.should_enqueue_at_front())
-                events.emit(pipe, rq_job.id, events.QUEUED, events.attempt_number(rq_job))
-                moved += 1
-            for job_id in job_ids:
-                scheduled.remove(job_id, pipeline=pipe)
+            for rq_job, promoted in zip(rq_jobs, answers, strict=True):
+                if rq_job is not None and promoted:
+                    events.emit(pipe, rq_job.id, events.QUEUED, events.attempt_number(rq_job))
+                    moved += 1
             pipe.execute()
     return moved
 
@@ -633,24 +526,21 @@ def job_give_up_on(*, job: Job, outcome: str, reason: str) -> Job:
             row.progress = 0
         row.save()
         conn = queues.redis()
-        try:
-            with conn.pipeline() as pipe:
-                pipe.multi()
-                queue = queues.get_queue(row.queue)
-                _forget_executions(queue, [row.rq_id], pipe)
-                if retry:
-                    pipe.delete(RQJob.key_for(row.rq_id))
-                    queue.enqueue_job(_build_rq_job(row, spec), pipeline=pipe)
-                else:
-                    rq_job = _fetch_rq_job(row)
-                    if rq_job is not None:
-                        rq_job.set_status(RQStatus.FAILED, pipeline=pipe)
-                        queue.failed_job_registry.add(
-                            rq_job, ttl=_settings("JOBS_FAILURE_TTL"), exc_string=reason, pipeline=pipe
-                        )
-                pipe.execute()
-        except _redis_errors() as exc:
-            raise QueueUnavailable(str(exc)) from exc
+        with rqstore.unavailable_on_error(), conn.pipeline() as pipe:
+            pipe.multi()
+            queue = queues.get_queue(row.queue)
+            rqstore.forget_executions(queue, [row.rq_id], pipe)
+            if retry:
+                pipe.delete(RQJob.key_for(row.rq_id))
+                queue.enqueue_job(rqstore.build_rq_job(row, spec), pipeline=pipe)
+            else:
+                rq_job = rqstore.fetch(row.rq_id)
+                if rq_job is not None:
+                    rq_job.set_status(RQStatus.FAILED, pipeline=pipe)
+                    queue.failed_job_registry.add(
+                        rq_job, ttl=rqstore.setting("JOBS_FAILURE_TTL"), exc_string=reason, pipeline=pipe
+                    )
+            pipe.execute()
     _announce(events.CHANGED, [row])
     return row
 
@@ -658,18 +548,14 @@ def job_give_up_on(*, job: Job, outcome: str, reason: str) -> Job:
 def queue_pause(*, name: str) -> None:
     """Workers stop taking jobs from the queue (the running ones finish); jobs keep arriving."""
     queues.get_queue(name)  # raises ValueError for an unknown queue
-    try:
+    with rqstore.unavailable_on_error():
         queues.redis().sadd(queues.PAUSED_KEY, name)
-    except _redis_errors() as exc:
-        raise QueueUnavailable(str(exc)) from exc
 
 
 def queue_resume(*, name: str) -> None:
     queues.get_queue(name)
-    try:
+    with rqstore.unavailable_on_error():
         queues.redis().srem(queues.PAUSED_KEY, name)
-    except _redis_errors() as exc:
-        raise QueueUnavailable(str(exc)) from exc
 
 
 #: The actions on one job, by the name the API, the admin and the page use.

@@ -34,6 +34,7 @@ from rq.job import JobStatus as RQStatus
 
 from jobs import events, queues
 from jobs.mirror import MirrorProcess
+from jobs.rqstore import MirroredJob
 
 ALIVE_KEY = "jobs:worker-alive:{}"
 #: Seconds a worker trusts what it read of the paused queues.
@@ -46,14 +47,6 @@ PRODUCT_WORKERS = "jobs:product-workers"
 
 def alive_key(worker_name: str) -> str:
     return ALIVE_KEY.format(worker_name)
-
-
-class MirroredJob(RQJob):
-    def prepare_for_execution(self, worker_name: str, pipeline: Pipeline) -> None:
-        super().prepare_for_execution(worker_name, pipeline)
-        events.emit(
-            pipeline, self.id, events.STARTED, events.attempt_number(self), w=worker_name, mx=events.max_attempts(self)
-        )
 
 
 class MirrorWorkerMixin:

@@ -214,7 +214,7 @@ RQ_QUEUES = {
 }
 RQ = {
     "WORKER_CLASS": "jobs.worker.Worker",
-    "JOB_CLASS": "jobs.worker.MirroredJob",
+    "JOB_CLASS": "jobs.rqstore.MirroredJob",
 }
 RQ_SHOW_ADMIN_LINK = True
 

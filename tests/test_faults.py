@@ -36,8 +36,8 @@ from jobs.errors import QueueUnavailable
 from jobs.mirror import apply_events
 from jobs.models import Job, JobAttempt
 from jobs.reconcile import GRACE, reconcile
+from jobs.rqstore import MirroredJob
 from jobs.statuses import AttemptOutcome, JobStatus
-from jobs.worker import MirroredJob
 from tests.conftest import SilentServer, wait_for
 
 # --- helpers ----------------------------------------------------------------------

@@ -145,6 +145,7 @@ class JobListApi(JobsApiView):
 
 class JobDetailApi(JobsApiView):
     name = "Job"  # what the browsable API calls it
+
     @extend_schema(
         operation_id="jobs_retrieve",
         summary="One job, with its attempt timeline",

@@ -1,0 +1,255 @@
+"""The product's jobs as RQ stores them in Redis: the RQ job class, building and staging RQ jobs for
+history rows, forgetting them, and the atomic moves that actions race against workers and the scheduler.
+
+Below `jobs.services` (the public actions) and `jobs.worker`: both use it, it uses neither.
+
+What must not happen twice or half is done by one Lua script each, so it is atomic with what a worker
+or the scheduler does to the same job:
+
+- `take_off`: a waiting job leaves its queue or the schedule for good, only if it is still there
+  (a worker that has already popped it wins: the cancel is refused, the job runs and is recorded);
+- `promote_now`: a delayed job moves from the schedule to its queue, only if it is still scheduled
+  (the scheduler and a user promoting at once push it once).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, cast
+
+import redis as redis_lib
+from rq.job import Job as RQJob
+from rq.job import Retry
+
+from jobs import events, queues, registry, runner
+from jobs.errors import QueueUnavailable
+
+if TYPE_CHECKING:
+    from redis.client import Pipeline
+
+    from jobs.models import Job
+
+#: What every RQ job of the product calls: nothing else can run (see `jobs.runner`).
+RUN_FUNC = f"{runner.run.__module__}.{runner.run.__qualname__}"
+
+#: Redis failures that mean "the queue is unavailable": answered with 503, nothing written.
+REDIS_ERRORS: tuple[type[Exception], ...] = (
+    redis_lib.ConnectionError,
+    redis_lib.TimeoutError,
+    redis_lib.exceptions.OutOfMemoryError,  # maxmemory reached with noeviction
+    OSError,
+)
+
+
+@contextlib.contextmanager
+def unavailable_on_error() -> Iterator[None]:
+    """Turn a Redis failure into `QueueUnavailable` (also usable as a decorator)."""
+    try:
+        yield
+    except REDIS_ERRORS as exc:
+        raise QueueUnavailable(str(exc)) from exc
+
+
+class MirroredJob(RQJob):
+    """RQ's job, whose start is also appended to the event stream, in the pipeline RQ sends anyway."""
+
+    def prepare_for_execution(self, worker_name: str, pipeline: Pipeline) -> None:
+        super().prepare_for_execution(worker_name, pipeline)
+        events.emit(
+            pipeline, self.id, events.STARTED, events.attempt_number(self), w=worker_name, mx=events.max_attempts(self)
+        )
+
+
+def setting(name: str) -> Any:
+    from django.conf import settings
+
+    return getattr(settings, name)
+
+
+def build_rq_job(row: Job, spec: registry.JobType) -> RQJob:
+    """The RQ job for a row's next attempts: the rest of its retry policy's round."""
+    rq_job = queues.get_queue(row.queue).create_job(
+        RUN_FUNC,
+        job_id=row.rq_id,
+        timeout=row.timeout,
+        result_ttl=setting("JOBS_RESULT_TTL"),
+        failure_ttl=setting("JOBS_FAILURE_TTL"),
+    )
+    return point_at(rq_job, row, spec)
+
+
+def point_at(rq_job: RQJob, row: Job, spec: registry.JobType) -> RQJob:
+    """Make an RQ job of the row's queue and timeout the one for the row's next attempts.
+
+    Everything of a job that is the row's own, set through RQ's public
+    attributes as `Job.create` sets them: a bulk enqueue re-points one RQ job
+    object at each row in turn and saves it, rather than creating thousands.
+    """
+    retries = max(0, row.max_attempts - row.attempts - 1)
+    retry = Retry(max=retries, interval=spec.retry.delays()) if retries else None
+    rq_job.id = row.rq_id
+    rq_job.args = (row.type, row.params)
+    rq_job.description = f"{row.type} {row.rq_id}"
+    rq_job.meta = {"attempt_base": row.attempts, "retries": retries}
+    rq_job.retries_left = retry.max if retry else None
+    rq_job.retry_intervals = retry.intervals if retry else None
+    return rq_job
+
+
+def push(rows: Sequence[Job]) -> None:
+    """Put the rows' jobs on their queues (or in the scheduled registry) in one round trip."""
+    with queues.redis().pipeline() as pipe:
+        pipe.multi()
+        stage(rows, pipe)
+        pipe.execute()
+
+
+def stage(rows: Sequence[Job], pipe: Any) -> None:
+    """Add to a pipeline what puts the rows' jobs on their queues (or in the scheduled registry).
+
+    What `Queue.enqueue_job` writes, but with one RPUSH per queue for all its
+    jobs instead of a status write, a queue-set write and a push per job, and
+    one RQ job object per queue and timeout, re-pointed at each row and saved.
+    """
+    from django.utils import timezone
+
+    now = timezone.now()
+    ready: dict[str, list[str]] = {}
+    shared: dict[tuple[str, int], RQJob] = {}
+    for row in rows:
+        queue = queues.get_queue(row.queue)
+        spec = registry.get(row.type)
+        due = row.scheduled_for
+        if due is not None and due > now:
+            queue.schedule_job(build_rq_job(row, spec), due, pipeline=pipe)
+            continue
+        rq_job = shared.get((row.queue, row.timeout))
+        if rq_job is None:
+            rq_job = shared[row.queue, row.timeout] = build_rq_job(row, spec)
+            queue._prepare_for_queue(rq_job)  # origin, enqueued_at, status: queued
+        else:
+            point_at(rq_job, row, spec)
+        rq_job.save(pipeline=pipe)
+        ready.setdefault(row.queue, []).append(rq_job.id)
+    for name, job_ids in ready.items():
+        queue = queues.get_queue(name)
+        pipe.sadd(queue.redis_queues_keys, queue.key)
+        pipe.rpush(queue.key, *job_ids)
+
+
+def fetch(job_id: str) -> RQJob | None:
+    from rq.exceptions import NoSuchJobError
+
+    try:
+        return MirroredJob.fetch(job_id, connection=queues.redis(), serializer=queues.SERIALIZER)
+    except NoSuchJobError:
+        return None
+
+
+def forget(rows: Sequence[Job], pipe: Any) -> None:
+    """Take the rows' old RQ jobs out of every registry and delete them, before they are enqueued anew.
+
+    Left in the started registry, RQ's own registry cleanup would later treat a job
+    as abandoned and retry or fail it behind our back.
+    """
+    by_queue: dict[str, list[Job]] = {}
+    for row in rows:
+        by_queue.setdefault(row.queue, []).append(row)
+    for name, queue_rows in by_queue.items():
+        queue = queues.get_queue(name)
+        ids = [row.rq_id for row in queue_rows]
+        for registry_ in (
+            queue.failed_job_registry,
+            queue.finished_job_registry,
+            queue.canceled_job_registry,
+            queue.scheduled_job_registry,
+            queue.deferred_job_registry,
+        ):
+            pipe.zrem(registry_.key, *ids)
+        forget_executions(queue, ids, pipe)
+        pipe.delete(*(RQJob.key_for(job_id) for job_id in ids))
+
+
+def forget_executions(queue: Any, job_ids: Sequence[str], pipe: Any) -> None:
+    """Drop the jobs' entries (`<job id>:<execution id>`) from the started registry (one read per queue)."""
+    key = queue.started_job_registry.key
+    ids = set(job_ids)
+    members: list[bytes] = cast(list[bytes], queues.redis().zrange(key, 0, -1))
+    stale = [member for member in members if member.split(b":", 1)[0].decode() in ids]
+    if stale:
+        pipe.zrem(key, *stale)
+
+
+# --- atomic moves ---------------------------------------------------------------------------------
+
+#: KEYS: queue list, scheduled registry, deferred registry, job hash, canceled registry.
+#: ARGV: job id, now (epoch seconds), canceled registry expiry (epoch seconds).
+#: Returns 1 when the job was taken off (and marked canceled), 0 when it was nowhere to take it from.
+_TAKE_OFF = """
+local removed = redis.call('lrem', KEYS[1], 0, ARGV[1])
+removed = removed + redis.call('zrem', KEYS[2], ARGV[1]) + redis.call('zrem', KEYS[3], ARGV[1])
+if removed == 0 then return 0 end
+if redis.call('exists', KEYS[4]) == 1 then
+    redis.call('hset', KEYS[4], 'status', 'canceled')
+end
+redis.call('zadd', KEYS[5], ARGV[3], ARGV[1])
+return 1
+"""
+
+#: KEYS: scheduled registry, queue list, job hash, the set of queue keys.
+#: ARGV: job id, enqueued_at (RQ's format), queue key, "front" or "back".
+#: Returns 1 when the job moved onto its queue, 0 when it was not scheduled any more.
+_PROMOTE = """
+if redis.call('zrem', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('hset', KEYS[3], 'status', 'queued', 'enqueued_at', ARGV[2])
+redis.call('sadd', KEYS[4], ARGV[3])
+if ARGV[4] == 'front' then redis.call('lpush', KEYS[2], ARGV[1]) else redis.call('rpush', KEYS[2], ARGV[1]) end
+return 1
+"""
+
+
+def take_off(queue_name: str, job_id: str) -> bool:
+    """Take a waiting job off its queue, the schedule and its dependencies, atomically; False when
+    it was on none of them (a worker has taken it, or Redis has forgotten it)."""
+    import time
+
+    queue = queues.get_queue(queue_name)
+    keys = [
+        queue.key,
+        queue.scheduled_job_registry.key,
+        queue.deferred_job_registry.key,
+        RQJob.key_for(job_id),
+        queue.canceled_job_registry.key,
+    ]
+    now = time.time()
+    expires = now + int(setting("JOBS_FAILURE_TTL"))
+    return bool(queues.redis().eval(_TAKE_OFF, len(keys), *keys, job_id, now, expires))
+
+
+def promote_now(
+    queue_name: str, job_ids: Sequence[str], pipe: Pipeline | None = None, *, at_front: bool = True
+) -> list[bool] | None:
+    """Move scheduled jobs onto their queue (its front: they are due), each only if it is still scheduled.
+
+    With `pipe`, the scripts are added to it (their answers come with its results); without,
+    they run now and the answers (True: moved) are returned in order.
+    """
+    from django.utils import timezone
+    from rq.utils import utcformat
+
+    queue = queues.get_queue(queue_name)
+    enqueued_at = utcformat(timezone.now())
+    target = pipe if pipe is not None else queues.redis().pipeline(transaction=False)
+    for job_id in job_ids:
+        keys = [queue.scheduled_job_registry.key, queue.key, RQJob.key_for(job_id), queue.redis_queues_keys]
+        target.eval(_PROMOTE, len(keys), *keys, job_id, enqueued_at, queue.key, "front" if at_front else "back")
+    if pipe is not None:
+        return None
+    return [bool(answer) for answer in target.execute()]
+
+
+def status(job_id: str) -> str | None:
+    """The RQ status of a job as Redis has it now (None when Redis has forgotten the job)."""
+    raw: Any = queues.redis().hget(RQJob.key_for(job_id), "status")
+    return raw.decode() if isinstance(raw, bytes) else raw

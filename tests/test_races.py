@@ -1,0 +1,207 @@
+"""Races between actions, workers, the scheduler and the mirror: each ends in one consistent state.
+
+Each test first builds the interleaving that could go wrong (an event injected on the stream, a
+job popped as a worker pops it, two callers at once), then checks Redis and the row agree.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connections
+from django.utils import timezone
+
+from jobs import events, mirror, queues, reconcile, rqstore, services
+from jobs.errors import ActionNotAllowed, InvalidJobRequest
+from jobs.models import Job
+from jobs.statuses import JobStatus
+from tests.helpers import history_row
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def drain() -> int:
+    drainer = mirror.Drainer(queues.redis(), "test")
+    drainer.ensure_group()
+    total = 0
+    while applied := drainer.drain_once():
+        total += applied
+    return total
+
+
+def queued_ids(name: str = "default") -> list[str]:
+    return queues.get_queue(name).get_job_ids()
+
+
+def scheduled_ids(name: str = "default") -> list[str]:
+    return queues.get_queue(name).scheduled_job_registry.get_job_ids()
+
+
+def later() -> Any:
+    return timezone.now() + timedelta(hours=2)
+
+
+# --- a cancel is never undone, and a canceled job never runs ---------------------------------------
+
+
+def test_a_cancel_right_after_a_promotion_is_not_undone_by_the_promotions_event():
+    job = services.job_enqueue(type="example", delay_seconds=60)
+    assert services.promote_due_jobs(now=later()) == 1  # puts a "queued" event on the stream
+    services.job_cancel(job=Job.objects.get(pk=job.pk))
+    assert drain() >= 1  # the queued event arrives after the cancel
+    job.refresh_from_db()
+    assert job.status == JobStatus.CANCELED
+    assert queued_ids() == []
+    assert scheduled_ids() == []
+    # Nothing for the reconciler to bring back: the row is final.
+    reconcile.reconcile()
+    assert Job.objects.get(pk=job.pk).status == JobStatus.CANCELED
+    assert queued_ids() == []
+
+
+def test_a_job_a_worker_has_just_popped_is_not_canceled_behind_its_back():
+    job = services.job_enqueue(type="example")
+    queues.redis().lrem(queues.get_queue("default").key, 0, str(job.pk))  # what a worker's pop does
+    with pytest.raises(ActionNotAllowed, match="already taken by a worker"):
+        services.job_cancel(job=job)
+    assert Job.objects.get(pk=job.pk).status == JobStatus.QUEUED
+    assert rqstore.status(str(job.pk)) == "queued"
+
+
+def test_a_job_redis_forgot_can_still_be_canceled():
+    job = services.job_enqueue(type="example")
+    queues.redis().flushdb()
+    services.job_cancel(job=job)
+    assert Job.objects.get(pk=job.pk).status == JobStatus.CANCELED
+
+
+# --- a promotion happens once ------------------------------------------------------------------------
+
+
+def test_a_user_and_the_scheduler_promoting_the_same_job_push_it_once():
+    job = services.job_enqueue(type="example", delay_seconds=60)
+    services.job_promote(job=job)
+    assert services.promote_due_jobs(now=later()) == 0
+    assert queued_ids() == [str(job.pk)]
+
+    other = services.job_enqueue(type="example", delay_seconds=60)
+    assert services.promote_due_jobs(now=later()) == 1
+    with pytest.raises(ActionNotAllowed, match="already on its queue"):
+        services.job_promote(job=Job.objects.get(pk=other.pk))
+    assert queued_ids() == [str(job.pk), str(other.pk)]
+
+
+def test_a_promoted_job_keeps_the_rest_of_its_retry_round_and_goes_to_the_front():
+    waiting = services.job_enqueue(type="example")
+    delayed = services.job_enqueue(type="example", delay_seconds=60)
+    services.job_promote(job=delayed)
+    assert queued_ids() == [str(delayed.pk), str(waiting.pk)]
+    rq_job = rqstore.fetch(str(delayed.pk))
+    assert rq_job is not None
+    assert rq_job.get_status() == "queued"
+    assert rq_job.retries_left == 2
+
+
+# --- progress reports that reach the mirror out of order ------------------------------------------
+
+
+def test_an_older_progress_report_applied_last_does_not_win():
+    job = services.job_enqueue(type="example")
+    conn = queues.redis()
+    events.emit(conn, str(job.pk), events.STARTED, 1, w="w")
+    drain()
+    now = time.time()
+    # Two drainers: the newer report is applied first, the older one after it.
+    newer = events.Event(
+        id="2-0", job_id=str(job.pk), kind=events.PROGRESS, attempt=1, at=now, data={"p": 80, "m": "b"}
+    )
+    older = events.Event(
+        id="1-0", job_id=str(job.pk), kind=events.PROGRESS, attempt=1, at=now - 1, data={"p": 20, "m": "a"}
+    )
+    mirror.apply_events([newer])
+    mirror.apply_events([older])
+    job.refresh_from_db()
+    assert (job.progress, job.progress_message) == (80, "b")
+    # A new attempt starts from zero again.
+    events.emit(conn, str(job.pk), events.STARTED, 2, w="w")
+    drain()
+    mirror.apply_events(
+        [events.Event(id="3-0", job_id=str(job.pk), kind=events.PROGRESS, attempt=2, at=now - 5, data={"p": 10})]
+    )
+    job.refresh_from_db()
+    assert (job.attempts, job.progress) == (2, 10)
+
+
+# --- no job without its row -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", [1, 3], ids=["one job", "a bulk"])
+def test_jobs_whose_rows_the_database_refuses_at_commit_are_taken_back_from_redis(count):
+    ghost = User(pk=987654, username="ghost")  # deleted meanwhile: the foreign key fails at commit
+    requests = [services.JobRequest(type="example") for _ in range(count)]
+    with pytest.raises(InvalidJobRequest, match="the database refused the jobs"):
+        services.jobs_enqueue(requests=requests, user=ghost)
+    assert not Job.objects.exists()
+    assert queued_ids() == []
+    assert not queues.redis().keys("rq:job:*")
+
+
+# --- two callers at once ------------------------------------------------------------------------------
+
+
+def race(first: Any, second: Any) -> list[Any]:
+    """Run both at once (each in its own thread and database connection); their outcomes."""
+    barrier = threading.Barrier(2)
+    outcomes: list[Any] = [None, None]
+
+    def run(index: int, action: Any) -> None:
+        try:
+            barrier.wait(5)
+            outcomes[index] = action()
+        except Exception as exc:
+            outcomes[index] = exc
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=run, args=(i, action)) for i, action in enumerate((first, second))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return outcomes
+
+
+def test_two_callers_retrying_the_same_failed_job_retry_it_once_in_each_of_20_rounds():
+    job = history_row(JobStatus.FAILED, attempts=3, ended_at=timezone.now())
+    for _ in range(20):
+        outcomes = race(lambda: services.job_retry(job=job), lambda: services.job_retry(job=job))
+        done = [outcome for outcome in outcomes if isinstance(outcome, Job)]
+        refused = [outcome for outcome in outcomes if isinstance(outcome, ActionNotAllowed)]
+        assert (len(done), len(refused)) == (1, 1), outcomes
+        assert queued_ids() == [str(job.pk)]
+        Job.objects.filter(pk=job.pk).update(status=JobStatus.FAILED)
+        queues.redis().delete(queues.get_queue("default").key)
+
+
+def test_a_cancel_racing_the_schedulers_promotion_leaves_one_truth_in_20_rounds():
+    for _ in range(20):
+        job = services.job_enqueue(type="example", delay_seconds=60)
+        outcomes = race(lambda job=job: services.job_cancel(job=job), lambda: services.promote_due_jobs(now=later()))
+        drain()
+        row = Job.objects.get(pk=job.pk)
+        on_queue = str(job.pk) in queued_ids()
+        if isinstance(outcomes[0], Job):
+            # Canceled: nowhere in Redis to be run from, and the row stays canceled.
+            assert row.status == JobStatus.CANCELED
+            assert not on_queue
+        else:
+            # The promotion won: the job waits on its queue, once, and the row says so.
+            assert isinstance(outcomes[0], ActionNotAllowed), outcomes
+            assert row.status == JobStatus.QUEUED
+            assert queued_ids().count(str(job.pk)) == 1
+        assert str(job.pk) not in scheduled_ids()
