@@ -11,6 +11,7 @@ compact JSON:
     w  worker name       p, m  progress percent and message
     r  result            x, tb  error line and traceback
     mx how many attempts the row allows (on started)
+    f, o, ar  the callable, queue and arguments of a job the product did not create (external)
     n  when the next attempt is due (epoch seconds), for a failure that will be retried
     q  1 when a failed attempt was put straight back on its queue
 """
@@ -47,12 +48,23 @@ PROGRESS = "progress"
 FINISHED = "finished"
 FAILED = "failed"
 STOPPED = "stopped"
+#: A worker took a job the product did not create (a plain django-rq enqueue): the mirror
+#: gives it a history row of type `EXTERNAL_TYPE` before its other transitions.
+EXTERNAL = "external"
+EXTERNAL_TYPE = "external"
 
 #: Order of a transition within one attempt: an event only moves a row forward.
-PHASE = {QUEUED: 0, STARTED: 1, PROGRESS: 2, FINISHED: 3, FAILED: 3, STOPPED: 3}
+PHASE = {EXTERNAL: 0, QUEUED: 0, STARTED: 1, PROGRESS: 2, FINISHED: 3, FAILED: 3, STOPPED: 3}
 
 #: Results bigger than this are kept as a preview only.
 MAX_RESULT_BYTES = 64 * 1024
+#: The stream is bounded by what cannot be dropped: while it holds more than
+#: `JOBS_STREAM_BACKLOG_LIMIT` entries (the mirror is behind: the database is away, no
+#: drainer runs), progress reports are not written (the next one after it catches up is)
+#: and results are kept as previews. Transitions are always written: they are the history.
+BACKLOG_LIMIT = 50_000
+#: A result's size while the stream is over BACKLOG_LIMIT.
+BACKLOG_RESULT_BYTES = 1024
 MAX_TRACEBACK_CHARS = 20_000
 
 
@@ -152,15 +164,39 @@ def announce(conn: Redis | Pipeline, kind: str, rows: list[dict[str, Any]] | int
     )
 
 
-def encode_result(value: Any) -> Any:
+def encode_result(value: Any, limit: int = MAX_RESULT_BYTES) -> Any:
     """A JSON-safe, bounded copy of a job's return value."""
     try:
         text = json.dumps(value, default=str)
     except (TypeError, ValueError):
         text = json.dumps(repr(value))
-    if len(text) > MAX_RESULT_BYTES:
-        return {"truncated": True, "preview": text[:1000]}
+    if len(text) > limit:
+        return {"truncated": True, "bytes": len(text), "preview": text[:1000]}
     return json.loads(text)
+
+
+class Backlog:
+    """Whether the stream is over BACKLOG_LIMIT, read at most once a second per process."""
+
+    def __init__(self) -> None:
+        self._over = False
+        self._read_at = 0.0
+
+    def over(self, conn: Redis) -> bool:
+        now = time.monotonic()
+        if now - self._read_at >= 1.0:
+            self._read_at = now
+            try:
+                from django.conf import settings
+
+                limit = int(getattr(settings, "JOBS_STREAM_BACKLOG_LIMIT", BACKLOG_LIMIT))
+                self._over = int(conn.xlen(STREAM)) > limit  # type: ignore[arg-type]
+            except Exception:  # Redis trouble shows up where it matters: in the job's own pipelines
+                self._over = False
+        return self._over
+
+
+backlog = Backlog()
 
 
 def error_line(exc_string: str) -> str:

@@ -336,7 +336,7 @@ def messages_for(entry: Entry, page: PageFilter, actions_for: Callable[[str], li
     """What one stream entry changes on a page: cells of a row, whole rows, rows gone, or "draw again"."""
     if entry.stream == events.STREAM:
         event = events.from_dict(entry.id, entry.data)
-        if event is None or event.kind not in events.PHASE:
+        if event is None or event.kind not in events.PHASE or event.kind == events.EXTERNAL:
             return []
         state = _state_after(event)
         context = {

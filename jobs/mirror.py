@@ -17,6 +17,7 @@ import os
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -95,8 +96,13 @@ def apply_events(batch: Iterable[Event]) -> ApplyResult:
     result = ApplyResult()
     if not batch:
         return result
+    keyed = [event for event in batch if _is_uuid(event.job_id)]
+    # A job id that is not a UUID cannot have a row (an external job with an id of its own).
+    result.applied += [event.id for event in batch if not _is_uuid(event.job_id)]
+    batch = keyed
     job_ids = {event.job_id for event in batch}
     with transaction.atomic():
+        _add_external_rows([event for event in batch if event.kind == events.EXTERNAL])
         # Locked, in one order: another drainer applying events of the same job waits,
         # then sees what this one wrote, instead of writing back a row it read before.
         rows = Job.objects.select_for_update().only(*JOB_FIELDS).order_by("pk").in_bulk(list(job_ids))
@@ -154,6 +160,38 @@ def apply_events(batch: Iterable[Event]) -> ApplyResult:
     return result
 
 
+def _is_uuid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _add_external_rows(found: list[Event]) -> None:
+    """Rows for jobs the product did not create, from what the worker said of them."""
+    if not found:
+        return
+    existing = {str(key) for key in Job.objects.filter(pk__in=[e.job_id for e in found]).values_list("pk", flat=True)}
+    rows: dict[str, Job] = {}
+    for event in found:
+        if event.job_id in existing or event.job_id in rows:
+            continue
+        data = event.data
+        rows[event.job_id] = Job(
+            id=uuid.UUID(event.job_id),
+            type=events.EXTERNAL_TYPE,
+            queue=str(data.get("o", ""))[:50],
+            params={"callable": str(data.get("f", "")), "args": str(data.get("ar", ""))[:1000]},
+            status=JobStatus.QUEUED,
+            max_attempts=1,
+            timeout=0,
+            enqueued_at=_dt(data.get("c")),
+        )
+    if rows:
+        sql.insert_rows(Job, list(rows.values()))
+
+
 def _apply_to_attempt(attempt: JobAttempt, event: Event) -> None:
     data = event.data
     if event.kind == events.STARTED:
@@ -175,6 +213,8 @@ def _apply_to_row(row: Job, event: Event) -> None:
     data = event.data
     at = _dt(event.at)
     kind = event.kind
+    if kind == events.EXTERNAL:
+        return  # the row was made from it
     if kind == events.QUEUED:
         row.status = JobStatus.QUEUED
         row.scheduled_for = None

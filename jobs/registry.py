@@ -154,6 +154,11 @@ def get(name: Any) -> JobType:
     return _registry[name]
 
 
+def find(name: Any) -> JobType | None:
+    """The registered type of that name, or None."""
+    return _registry.get(name) if isinstance(name, str) else None
+
+
 def names() -> frozenset[str]:
     return frozenset(_registry)
 

@@ -52,13 +52,43 @@ def unavailable_on_error() -> Iterator[None]:
 
 
 class MirroredJob(RQJob):
-    """RQ's job, whose start is also appended to the event stream, in the pipeline RQ sends anyway."""
+    """RQ's job, whose start is also appended to the event stream, in the pipeline RQ sends anyway.
+
+    A job the product did not create (its callable is not the runner) is announced first, so
+    the history gets a row for it, and it runs only when its callable is listed in
+    JOBS_EXTERNAL_CALLABLES: otherwise it fails, with a message saying why, without running.
+    """
 
     def prepare_for_execution(self, worker_name: str, pipeline: Pipeline) -> None:
         super().prepare_for_execution(worker_name, pipeline)
-        events.emit(
-            pipeline, self.id, events.STARTED, events.attempt_number(self), w=worker_name, mx=events.max_attempts(self)
-        )
+        attempt = events.attempt_number(self)
+        if self.func_name != RUN_FUNC:
+            enqueued = self.enqueued_at.timestamp() if self.enqueued_at else None
+            events.emit(
+                pipeline,
+                self.id,
+                events.EXTERNAL,
+                attempt,
+                f=self.func_name,
+                o=self.origin,
+                c=enqueued,
+                ar=_preview(self),
+            )
+        events.emit(pipeline, self.id, events.STARTED, attempt, w=worker_name, mx=events.max_attempts(self))
+
+    def _execute(self) -> Any:
+        if self.func_name != RUN_FUNC and not runner.allowed_external(self.func_name):
+            raise runner.refusal(self.func_name)
+        return super()._execute()
+
+
+def _preview(job: RQJob) -> str:
+    """A job's arguments as text, bounded (they are only shown)."""
+    try:
+        text = repr((tuple(job.args or ()), dict(job.kwargs or {})))
+    except Exception:  # arguments that cannot be read are shown as such
+        text = "(unreadable)"
+    return text[:1000]
 
 
 def setting(name: str) -> Any:

@@ -13,6 +13,24 @@ from rq import get_current_job
 from jobs import events, registry
 
 
+class JobRefused(RuntimeError):
+    """A job in Redis names a callable that is neither the product's runner nor allowed."""
+
+
+def allowed_external(callable_name: str | None) -> bool:
+    """Whether a job the product did not create may run: its callable is listed in JOBS_EXTERNAL_CALLABLES."""
+    from django.conf import settings
+
+    return callable_name in getattr(settings, "JOBS_EXTERNAL_CALLABLES", ())
+
+
+def refusal(callable_name: str | None) -> JobRefused:
+    return JobRefused(
+        f"refused to run {callable_name!r}: only registered job types run here "
+        "(enqueue through jobs.services, or list the callable in JOBS_EXTERNAL_CALLABLES)"
+    )
+
+
 def run(type_name: str, params: dict[str, Any]) -> Any:
     job_type = registry.get(type_name)
     validated = job_type.params.model_validate(params)
@@ -33,5 +51,7 @@ def report_progress(percent: float, message: str = "") -> None:
     last = getattr(job, "_last_reported_progress", None)
     if last == (value, message):
         return
+    if events.backlog.over(job.connection):
+        return  # the history is behind: progress is what the stream can do without (not remembered as sent)
     job._last_reported_progress = (value, message)  # type: ignore[attr-defined]
     events.emit(job.connection, job.id, events.PROGRESS, events.attempt_number(job), p=value, m=message or None)

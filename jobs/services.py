@@ -501,7 +501,7 @@ def job_give_up_on(*, job: Job, outcome: str, reason: str) -> Job:
     """
     from jobs.models import JobAttempt
 
-    spec = registry.get(job.type)
+    spec = registry.find(job.type)  # None for a job the product did not create: never retried
     now = timezone.now()
     with transaction.atomic():
         row = _locked(job)
@@ -517,7 +517,7 @@ def job_give_up_on(*, job: Job, outcome: str, reason: str) -> Job:
         row.traceback = ""
         row.ended_at = now
         row.mirror_seq = max(row.mirror_seq, row.attempts * 4 + 2)
-        retry = spec.retry.retry_lost and row.attempts < row.max_attempts
+        retry = spec is not None and spec.retry.retry_lost and row.attempts < row.max_attempts
         row.status = JobStatus.QUEUED if retry else JobStatus(outcome if outcome in JobStatus.values else "lost")
         if retry:
             row.enqueued_at = now
@@ -532,7 +532,7 @@ def job_give_up_on(*, job: Job, outcome: str, reason: str) -> Job:
             rqstore.forget_executions(queue, [row.rq_id], pipe)
             if retry:
                 pipe.delete(RQJob.key_for(row.rq_id))
-                queue.enqueue_job(rqstore.build_rq_job(row, spec), pipeline=pipe)
+                queue.enqueue_job(rqstore.build_rq_job(row, registry.get(row.type)), pipeline=pipe)
             else:
                 rq_job = rqstore.fetch(row.rq_id)
                 if rq_job is not None:

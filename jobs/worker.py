@@ -49,6 +49,10 @@ def alive_key(worker_name: str) -> str:
     return ALIVE_KEY.format(worker_name)
 
 
+def _result_limit(conn: Redis) -> int:
+    return events.BACKLOG_RESULT_BYTES if events.backlog.over(conn) else events.MAX_RESULT_BYTES
+
+
 class MirrorWorkerMixin:
     """Mix into an RQ worker class (before it) to mirror its jobs."""
 
@@ -87,7 +91,13 @@ class MirrorWorkerMixin:
         started = job.started_at.timestamp() if job.started_at else None
         if self._failure is None:
             events.emit(
-                pipeline, job.id, events.FINISHED, attempt, w=self.name, s=started, r=events.encode_result(job._result)
+                pipeline,
+                job.id,
+                events.FINISHED,
+                attempt,
+                w=self.name,
+                s=started,
+                r=events.encode_result(job._result, _result_limit(self.connection)),
             )
             return
         exc_string, stopped = self._failure

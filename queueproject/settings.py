@@ -227,6 +227,13 @@ JOBS_WORKER_DEAD_AFTER = env_int("JOBS_WORKER_DEAD_AFTER", 15)
 JOBS_RECONCILE_INTERVAL = env_float("JOBS_RECONCILE_INTERVAL", 10.0)
 # Your own modules that register job types (comma-separated dotted paths).
 JOBS_MODULES = env_list("JOBS_MODULES", "")
+# While the event stream holds more entries than this (the history is behind), workers
+# skip progress reports and keep results as previews; transitions are always kept.
+JOBS_STREAM_BACKLOG_LIMIT = env_int("JOBS_STREAM_BACKLOG_LIMIT", 50_000)
+# Callables that jobs enqueued with plain django-rq may still run (comma-separated dotted
+# paths), while a team moves to job types; any other job that did not come through the
+# product fails without running. Both get a history row of type "external".
+JOBS_EXTERNAL_CALLABLES = env_list("JOBS_EXTERNAL_CALLABLES", "")
 # Where the report job writes its files.
 MEDIA_ROOT = BASE_DIR / env("MEDIA_ROOT", "media")  # relative paths are relative to the project
 MEDIA_URL = "/media/"

@@ -20,6 +20,7 @@ from jobs import events, mirror, queues, reconcile, rqstore, services
 from jobs.errors import ActionNotAllowed, InvalidJobRequest
 from jobs.models import Job
 from jobs.statuses import JobStatus
+from tests.conftest import wait_for
 from tests.helpers import history_row
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -205,3 +206,62 @@ def test_a_cancel_racing_the_schedulers_promotion_leaves_one_truth_in_20_rounds(
             assert row.status == JobStatus.QUEUED
             assert queued_ids().count(str(job.pk)) == 1
         assert str(job.pk) not in scheduled_ids()
+
+
+# --- jobs the product did not create ------------------------------------------------------------------
+
+
+def plain_enqueue(path: Any) -> str:
+    """What a team's old code does: django-rq's own queue, a dotted path."""
+    import django_rq
+
+    queue = django_rq.get_queue("high", connection=queues.redis(), serializer=queues.SERIALIZER)
+    return str(queue.enqueue("tests.external_callables.touch", str(path)).id)
+
+
+@pytest.mark.slow
+def test_a_plain_django_rq_job_is_refused_and_recorded_and_blocks_nothing(processes, tmp_path):
+    marker = tmp_path / "ran"
+    job_id = plain_enqueue(marker)
+    ours = services.job_enqueue(type="example", params={"duration": 0}, queue="high")
+    processes.worker("high", worker_class="jobs.worker.SimpleWorker")
+    row = wait_for(lambda: Job.objects.filter(pk=job_id, status=JobStatus.FAILED).first(), 20, message="the row")
+    assert row.type == "external"
+    assert row.params["callable"] == "tests.external_callables.touch"
+    assert str(marker) in row.params["args"]
+    assert "refused to run 'tests.external_callables.touch'" in row.error
+    assert "JOBS_EXTERNAL_CALLABLES" in row.error
+    assert not marker.exists()
+    # Our own job on the same queue runs, and the history keeps up.
+    wait_for(lambda: Job.objects.get(pk=ours.pk).status == JobStatus.FINISHED, 20, message="our job")
+    assert mirror.oldest_unapplied_ms(queues.redis()) is None
+
+
+@pytest.mark.slow
+def test_an_allowed_plain_django_rq_job_runs_and_is_recorded(processes, tmp_path):
+    marker = tmp_path / "ran"
+    job_id = plain_enqueue(marker)
+    processes.worker(
+        "high", worker_class="jobs.worker.SimpleWorker", JOBS_EXTERNAL_CALLABLES="tests.external_callables.touch"
+    )
+    row = wait_for(lambda: Job.objects.filter(pk=job_id, status=JobStatus.FINISHED).first(), 20, message="the row")
+    assert marker.read_text() == "ran"
+    assert row.type == "external"
+    assert row.result == str(marker)
+    assert [attempt.outcome for attempt in row.attempt_set.all()] == ["finished"]
+
+
+# --- the event stream stays bounded while the history is behind -------------------------------------------
+
+
+@pytest.mark.slow
+def test_while_the_stream_is_over_its_limit_progress_is_skipped_and_transitions_kept(processes):
+    conn = queues.redis()
+    for _ in range(30):  # a backlog: entries the mirror keeps for a while even once applied
+        conn.xadd(events.STREAM, {"e": "{}"})
+    job = services.job_enqueue(type="example", params={"duration": 0.3, "steps": 6})
+    processes.worker("default", worker_class="jobs.worker.SimpleWorker", JOBS_STREAM_BACKLOG_LIMIT="10")
+    wait_for(lambda: Job.objects.get(pk=job.pk).status == JobStatus.FINISHED, 20, message="the job to finish")
+    kinds = [entry[1][b"e"] for entry in conn.xrange(events.STREAM)]
+    mine = [events.decode("0-0", {b"e": raw}) for raw in kinds if str(job.pk).encode() in raw]
+    assert [event.kind for event in mine if event] == [events.STARTED, events.FINISHED]
