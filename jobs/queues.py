@@ -13,12 +13,21 @@ from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-HIGH = "high"
-DEFAULT = "default"
-LOW = "low"
+from jobs.queue_names import DEFAULT, HIGH, LOW, QUEUE_NAMES
 
-#: Every queue the product runs, highest priority first.
-QUEUE_NAMES: tuple[str, ...] = (HIGH, DEFAULT, LOW)
+__all__ = [
+    "DEFAULT",
+    "HIGH",
+    "LOW",
+    "PAUSED_KEY",
+    "QUEUE_NAMES",
+    "SERIALIZER",
+    "all_queues",
+    "get_queue",
+    "paused_queues",
+    "redis",
+    "reset",
+]
 
 #: The serializer of every job: JSON, never pickle, so nothing in Redis can
 #: name arbitrary Python objects.

@@ -16,6 +16,8 @@ from redis.backoff import NoBackoff
 from redis.connection import parse_url as parse_redis_url
 from redis.retry import Retry
 
+from jobs.queue_names import QUEUE_NAMES
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -183,7 +185,7 @@ REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
 # Redis stops answering: they get a clear "queue unavailable" error instead.
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 2.0)
 
-# Queue names and their order of priority are owned by jobs.queues; django-rq
+# Queue names and their order of priority are owned by jobs.queue_names; django-rq
 # only needs to know how to connect to each.
 try:
     _redis = parse_redis_url(REDIS_URL)
@@ -210,7 +212,7 @@ RQ_QUEUES = {
             "retry": Retry(NoBackoff(), 0),
         },
     }
-    for name in ("high", "default", "low")
+    for name in QUEUE_NAMES
 }
 RQ = {
     "WORKER_CLASS": "jobs.worker.Worker",
