@@ -28,32 +28,34 @@ say "ruff"
 say "mypy"
 DEBUG=true SECRET_KEY=typecheck "$VENV/bin/mypy" .
 
-# run_pytest ARGS...: a pass that selects no test (pytest's exit code 5, e.g. with -k) is not a
-# failure; any other failure stops the script with pytest's exit code.
-TESTS_RAN=no
-run_pytest() {
-    local status=0
-    "$VENV/bin/pytest" "$@" || status=$?
-    case "$status" in
-        0) TESTS_RAN=yes ;;
-        5) say "no test selected in this pass" ;;
-        *) return "$status" ;;
-    esac
+# The two passes run at once (two cores), each on its own Redis database, their output
+# kept apart and shown when both are done. A pass that selects no test (pytest's exit
+# code 5, e.g. with -k) is not a failure; any other failure fails the script.
+mkdir -p "$ROOT/var"
+run_pass() {  # run_pass NAME DATABASE_URL REDIS_URL PYTEST_ARGS...: starts it; its status goes to var/NAME.status
+    local name="$1" database="$2" redis_url="$3"
+    shift 3
+    (
+        status=0
+        DATABASE_URL="$database" REDIS_URL="$redis_url" "$VENV/bin/pytest" "$@" >"$ROOT/var/$name.log" 2>&1 || status=$?
+        echo "$status" >"$ROOT/var/$name.status"
+    ) &
 }
 
-# The SQLite pass leaves the browser tests out; a -m of the caller is combined with that.
+# The SQLite pass leaves out the browser and fault suites (slow; they run once, on
+# PostgreSQL); a -m of the caller is combined with that.
 pg_args=("$@")
 sqlite_args=()
-sqlite_marks="not browser"
+sqlite_marks="not browser and not faults"
 while [ $# -gt 0 ]; do
     case "$1" in
         -m)
             [ $# -ge 2 ] || die "-m needs a marker expression"
-            sqlite_marks="($2) and not browser"
+            sqlite_marks="($2) and not browser and not faults"
             shift 2
             ;;
         -m?*)
-            sqlite_marks="(${1#-m}) and not browser"
+            sqlite_marks="(${1#-m}) and not browser and not faults"
             shift
             ;;
         *)
@@ -63,10 +65,24 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-say "tests on SQLite (without the browser tests)"
-DATABASE_URL="sqlite:///$ROOT/db.sqlite3" run_pytest -m "$sqlite_marks" "${sqlite_args[@]}"
-say "tests on PostgreSQL (with the browser tests)"
-DATABASE_URL="$POSTGRES_URL" run_pytest "${pg_args[@]}"
-[ "$TESTS_RAN" = yes ] || die "no test matched in either pass"
+REDIS_BASE="${REDIS_URL%/*}"
+rm -f "$ROOT"/var/tests-*.status
+say "tests on SQLite (without the browser and fault suites) and on PostgreSQL (all), at once"
+run_pass tests-sqlite "sqlite:///$ROOT/db.sqlite3" "$REDIS_BASE/15" -m "$sqlite_marks" "${sqlite_args[@]}"
+run_pass tests-postgres "$POSTGRES_URL" "$REDIS_BASE/14" "${pg_args[@]}"
+wait
+failed=no
+ran=no
+for name in tests-sqlite tests-postgres; do
+    say "$name"
+    cat "$ROOT/var/$name.log"
+    case "$(cat "$ROOT/var/$name.status" 2>/dev/null || echo 1)" in
+        0) ran=yes ;;
+        5) say "no test selected in this pass" ;;
+        *) failed=yes ;;
+    esac
+done
+[ "$failed" = no ] || die "tests failed (see above)"
+[ "$ran" = yes ] || die "no test matched in either pass"
 say "schemathesis against the API's own OpenAPI schema"
 bash "$ROOT/scripts/fuzz_api.sh"
