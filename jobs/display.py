@@ -9,7 +9,7 @@ from typing import Any
 from django.utils import timezone
 from django.utils.html import format_html
 
-from jobs import permissions, selectors
+from jobs import permissions, registry, selectors
 from jobs.models import Job
 from jobs.statuses import STATUS_TONE, JobStatus
 
@@ -46,8 +46,14 @@ def human_seconds(seconds: float | None) -> str:
     return f"{hours} h {minutes} min"
 
 
+def params_shown(job: Job) -> Any:
+    """A job's params as a person may see them: secret ones read "********" (`JobType.masked`)."""
+    return registry.masked_params(job.type, job.params)
+
+
 def job_context(job: Job, user: Any) -> dict[str, Any]:
-    """What a job's page shows besides the row: timeline with waits, audit, actions, formatted JSON."""
+    """What a job's page shows besides the row: timeline with waits, audit, actions, formatted JSON
+    (secret params masked: `params_shown`)."""
     attempts = list(job.attempt_set.all())
     timeline = []
     for attempt in attempts:
@@ -60,7 +66,7 @@ def job_context(job: Job, user: Any) -> dict[str, Any]:
     download = result.get("download_url") if isinstance(result, dict) else None
     return {
         "badge": badge(job.status),
-        "params_json": json.dumps(job.params, indent=2, ensure_ascii=False, sort_keys=True),
+        "params_json": json.dumps(params_shown(job), indent=2, ensure_ascii=False, sort_keys=True),
         "result_json": None if result is None else json.dumps(result, indent=2, ensure_ascii=False),
         "download_url": download if isinstance(download, str) and download.startswith("/") else None,
         "timeline": timeline,

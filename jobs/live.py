@@ -26,7 +26,7 @@ import json
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import SimpleNamespace
@@ -366,7 +366,7 @@ async def follow(
     actions_for: Callable[[str], list[str]],
     *,
     keepalive: float = KEEPALIVE_SECONDS,
-) -> AsyncIterator[str]:
+) -> AsyncGenerator[str, None]:
     """A page's event stream: what it missed since `since` (None: from now), then everything as it happens."""
     subscription = await hub().subscribe()
     position = dict(since) if since is not None else await current_position()

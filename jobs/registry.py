@@ -18,23 +18,82 @@ Add a type from any module of your own::
 
 and list the module in the `JOBS_MODULES` setting, or name it `job_types.py`
 inside any installed app: both are imported at start-up.
+
+A param that is a secret (a password, a token) is declared with `secret()`
+(``password: str = secret()``) or typed `SecretStr`: the job gets the real
+value, and the API, the admin and the Jobs page show `SECRET_MASK` instead:
+see `JobType.masked`.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cached_property
+from typing import Any, Union, get_args, get_origin
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 
 from jobs import queues
 from jobs.errors import InvalidParams, UnknownJobType
 
 #: Params of a job request may not be bigger than this, serialized.
 MAX_PARAMS_BYTES = 64 * 1024
+#: Params may not nest lists and objects deeper than this (the params object itself is level 1).
+MAX_PARAMS_DEPTH = 32
+#: What a secret param shows instead of its value, wherever a person or a log could see it.
+SECRET_MASK = "********"
+#: The `json_schema_extra` key that marks a param secret (what `secret()` sets).
+SECRET = "secret"
+
+
+def secret(default: Any = PydanticUndefined, **kwargs: Any) -> Any:
+    """A secret param (a password, a token): ``password: str = secret()``.
+
+    The job receives the value as given and the row keeps it (a retry needs it),
+    but the API, the admin and the Jobs page show `SECRET_MASK`; the
+    type's JSON schema marks it ``"writeOnly": true, "format": "password"`` and
+    the create forms ask for it in a password input. Takes `Field`'s arguments:
+    ``token: str | None = secret(default=None, description="API token")``.
+    Only top-level params can be secret.
+    """
+    return Field(default, json_schema_extra={SECRET: True}, **kwargs)
+
+
+def _nesting_exceeds(value: Any, limit: int) -> bool:
+    """Whether lists and objects in `value` nest deeper than `limit` (`value` itself is level 1).
+
+    A loop, not recursion: params too deep for Python's stack get an answer too."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if level > limit:
+            return True
+        stack.extend((child, level + 1) for child in children)
+    return False
+
+
+def _is_secret(info: FieldInfo) -> bool:
+    extra = info.json_schema_extra
+    return (isinstance(extra, dict) and extra.get(SECRET) is True) or _is_secret_str(info.annotation)
+
+
+def _is_secret_str(annotation: Any) -> bool:
+    """`SecretStr`, or an optional one (`SecretStr | None`)."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        return any(_is_secret_str(arg) for arg in get_args(annotation))
+    return isinstance(annotation, type) and issubclass(annotation, SecretStr)
 
 
 @dataclass(frozen=True)
@@ -89,21 +148,56 @@ class JobType:
             raw = {}
         if not isinstance(raw, dict):
             raise InvalidParams({"params": ["must be a JSON object"]})
+        if _nesting_exceeds(raw, MAX_PARAMS_DEPTH):
+            raise InvalidParams({"params": [f"must not nest lists and objects over {MAX_PARAMS_DEPTH} levels deep"]})
         size = len(json.dumps(raw, default=str))
         if size > MAX_PARAMS_BYTES:
             raise InvalidParams({"params": [f"must be at most {MAX_PARAMS_BYTES} bytes as JSON, not {size}"]})
         try:
             model = self.params.model_validate(raw)
         except ValidationError as exc:
+            # Only the messages: pydantic's text would quote the input, secrets included.
             errors: dict[str, list[str]] = {}
-            for error in exc.errors():
+            for error in exc.errors(include_input=False):
                 where = ".".join(str(part) for part in error["loc"]) or "params"
                 errors.setdefault(where, []).append(error["msg"])
             raise InvalidParams(errors) from None
-        return model.model_dump(mode="json")
+        dumped = model.model_dump(mode="json")
+        for name in self.secret_params & dumped.keys():
+            value = getattr(model, name, None)
+            if isinstance(value, SecretStr):
+                dumped[name] = value.get_secret_value()  # stored as given: the job needs it
+        return dumped
+
+    @cached_property
+    def secret_params(self) -> frozenset[str]:
+        """The names (and aliases) of the params shown as `SECRET_MASK`."""
+        names: set[str] = set()
+        for name, info in self.params.model_fields.items():
+            if _is_secret(info):
+                names.add(name)
+                aliases = (info.alias, info.validation_alias, info.serialization_alias)
+                names.update(alias for alias in aliases if isinstance(alias, str))
+        return frozenset(names)
+
+    def masked(self, params: Any) -> Any:
+        """The params as a person or a log may see them: every secret one's value is `SECRET_MASK`
+        (an unset one, None, stays None)."""
+        if not self.secret_params or not isinstance(params, dict):
+            return params
+        return {
+            key: SECRET_MASK if key in self.secret_params and value is not None else value
+            for key, value in params.items()
+        }
 
     def json_schema(self) -> dict[str, Any]:
-        return self.params.model_json_schema()
+        """The params' JSON Schema; secret params are marked ``"writeOnly": true, "format": "password"``."""
+        schema = self.params.model_json_schema()
+        for name, prop in schema.get("properties", {}).items():
+            if name in self.secret_params and isinstance(prop, dict):
+                prop.pop(SECRET, None)
+                prop.update({"writeOnly": True, "format": "password"})
+        return schema
 
 
 _registry: dict[str, JobType] = {}
@@ -157,6 +251,14 @@ def get(name: Any) -> JobType:
 def find(name: Any) -> JobType | None:
     """The registered type of that name, or None."""
     return _registry.get(name) if isinstance(name, str) else None
+
+
+def masked_params(type_name: str, params: Any) -> Any:
+    """A job's params as a person or a log may see them: see `JobType.masked`.
+
+    A type no longer registered has no known secrets: its params are shown as stored."""
+    spec = _registry.get(type_name)
+    return params if spec is None else spec.masked(params)
 
 
 def names() -> frozenset[str]:

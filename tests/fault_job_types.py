@@ -1,26 +1,56 @@
-"""A job type for the fault tests only: it calls a "downstream service" that may be down.
+"""Job types for the fault tests only.
 
-Worker processes started by the tests import this module through `JOBS_MODULES`;
-the test process registers it with the `flaky_job_type` fixture and takes it out
-again afterwards, so no other test ever sees the type.
+Worker processes (and the web server) started by the tests import this module
+through `JOBS_MODULES`; the test process registers the types with the
+`fault_job_types` / `downstream_job_type` fixtures and takes them out again
+afterwards, so no other test ever sees them. Never import this module at the
+top of a test module: importing it registers the types.
 
-The failure depends on the worker's world, not on the job's params: a retry
-runs with the very params stored in the row, so only a job that failed for an
-outside reason can succeed when it is retried.
+- `faults-downstream-call` calls a "downstream service" that may be down. The
+  failure depends on the worker's world, not on the job's params: a retry runs
+  with the very params stored in the row, so only a job that failed for an
+  outside reason can succeed when it is retried.
+- `faults-record` and `faults-record-once` write a line to a run log (a file the
+  worker's environment names) when they start and when they end, so a test can
+  count how many times each job ran; a run that starts while an earlier run of
+  the same job still runs in another process writes an `overlap` line. The first
+  retries work lost with its worker; the second, like `email`, never does (its
+  first run may have done its work), but retries ordinary failures.
+- `faults-raises`, `faults-times-out`, `faults-not-json` and `faults-big-result`
+  end badly or strangely, each in its own way.
 """
 
 from __future__ import annotations
 
 import os
+import time
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from jobs.registry import RetryPolicy, job_type
+from jobs.runner import report_progress
 
 NAME = "faults-downstream-call"
 #: The worker's environment names a file; while it exists, the downstream is down.
 DOWN_FLAG_ENV = "FAULTS_DOWNSTREAM_DOWN_FLAG"
+
+RECORD = "faults-record"
+RECORD_ONCE = "faults-record-once"
+RAISES = "faults-raises"
+TIMES_OUT = "faults-times-out"
+NOT_JSON = "faults-not-json"
+BIG_RESULT = "faults-big-result"
+#: The worker's environment names the run log: one line per start and per end of a run.
+RUN_LOG_ENV = "FAULTS_RUN_LOG"
+#: Seconds `faults-times-out` may run (it would work far longer).
+TIMEOUT_SECONDS = 2
+#: How big the result of `faults-big-result` is, in characters.
+BIG_RESULT_CHARS = 10 * 1024 * 1024
+
+NAMES = (NAME, RECORD, RECORD_ONCE, RAISES, TIMES_OUT, NOT_JSON, BIG_RESULT)
 
 
 class DownstreamParams(BaseModel):
@@ -35,9 +65,130 @@ def call_downstream(params: DownstreamParams) -> dict[str, object]:
     return {"called": True}
 
 
+class RecordParams(BaseModel):
+    seconds: float = Field(0.0, ge=0, le=600, description="Seconds the job works.")
+    steps: int = Field(1, ge=1, le=600, description="Progress reports while it works.")
+
+
+def _log_line(kind: str, extra: str = "") -> None:
+    """Append `<kind> <job id> <attempt> <pid> <epoch> [extra]` to the run log (one write: atomic with O_APPEND)."""
+    from rq import get_current_job
+
+    from jobs import events
+
+    path = os.environ.get(RUN_LOG_ENV)
+    job = get_current_job()
+    if not path or job is None:
+        return
+    line = f"{kind} {job.id} {events.attempt_number(job)} {os.getpid()} {time.time():.6f} {extra}".rstrip()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def _running(pid: int) -> bool:
+    """Whether a process runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _note_other_runs_under_way() -> None:
+    """Write an `overlap` line for each earlier run of this job whose process still runs it."""
+    from rq import get_current_job
+
+    path = os.environ.get(RUN_LOG_ENV)
+    job = get_current_job()
+    if not path or job is None or not Path(path).exists():
+        return
+    started: set[int] = set()
+    done: set[int] = set()
+    for line in Path(path).read_text().splitlines():
+        kind, job_id, _attempt, pid_text, *_ = line.split()
+        pid = int(pid_text)
+        if job_id != job.id or pid == os.getpid():
+            continue
+        if kind == "start":
+            started.add(pid)
+        elif kind in ("end", "fail"):
+            done.add(pid)
+    for pid in sorted(started - done):
+        if _running(pid):
+            _log_line("overlap", str(pid))
+
+
+def record(params: RecordParams) -> dict[str, object]:
+    """Writes its start to the run log, works, reports progress, writes how it ended."""
+    _log_line("start")
+    _note_other_runs_under_way()
+    try:
+        step = params.seconds / params.steps
+        for done in range(1, params.steps + 1):
+            time.sleep(step)
+            report_progress(100 * done / params.steps)
+    except BaseException as exc:
+        _log_line("fail", type(exc).__name__)
+        raise
+    _log_line("end")
+    return {"worked": params.seconds}
+
+
+class NoParams(BaseModel):
+    pass
+
+
+class FaultsJobError(RuntimeError):
+    pass
+
+
+def raises(params: NoParams) -> None:
+    """Raises an error of its own."""
+    raise FaultsJobError("the faults job raised on purpose")
+
+
+def times_out(params: NoParams) -> None:
+    """Works far longer than its type's timeout allows."""
+    time.sleep(TIMEOUT_SECONDS * 30)
+
+
+def not_json(params: NoParams) -> object:
+    """Returns values JSON cannot represent (a decimal, a datetime)."""
+    return {"amount": Decimal("12.50"), "when": datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)}
+
+
+def big_result(params: NoParams) -> str:
+    """Returns ten megabytes of text."""
+    return "x" * BIG_RESULT_CHARS
+
+
 def register() -> None:
     # One attempt per round: the job fails for good at once, with no backoff to wait for.
     job_type(NAME, params=DownstreamParams, retry=RetryPolicy(max_attempts=1), timeout=60)(call_downstream)
+    # Two attempts, one second apart: lost work runs again, once.
+    job_type(RECORD, params=RecordParams, retry=RetryPolicy(max_attempts=2, base=1, cap=1), timeout=600)(record)
+    # Like `email`: ordinary failures are retried, lost work never is.
+    job_type(
+        RECORD_ONCE,
+        params=RecordParams,
+        retry=RetryPolicy(max_attempts=3, base=1, cap=1, retry_lost=False),
+        timeout=600,
+    )(record)
+    once = RetryPolicy(max_attempts=1)
+    job_type(RAISES, params=NoParams, retry=once, timeout=60)(raises)
+    job_type(TIMES_OUT, params=NoParams, retry=once, timeout=TIMEOUT_SECONDS)(times_out)
+    job_type(NOT_JSON, params=NoParams, retry=once, timeout=60)(not_json)
+    job_type(BIG_RESULT, params=NoParams, retry=once, timeout=60)(big_result)
+
+
+def unregister() -> None:
+    from jobs import registry
+
+    for name in NAMES:
+        registry._registry.pop(name, None)
 
 
 register()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import pytest
@@ -36,7 +36,7 @@ def position() -> str:
     return "|".join(ids)
 
 
-async def frames(stream: AsyncIterator[str], count: int, timeout: float = 5.0) -> list[str]:
+async def frames(stream: AsyncGenerator[str, None], count: int, timeout: float = 5.0) -> list[str]:
     """The next `count` frames that are not comments or the retry line."""
     found: list[str] = []
     deadline = time.monotonic() + timeout
@@ -48,7 +48,7 @@ async def frames(stream: AsyncIterator[str], count: int, timeout: float = 5.0) -
     return found
 
 
-def follow(since: str, page: live.PageFilter | None = None, **kwargs: Any) -> AsyncIterator[str]:
+def follow(since: str, page: live.PageFilter | None = None, **kwargs: Any) -> AsyncGenerator[str, None]:
     start = live.parse_position(since)
     assert start is not None
     return live.follow(start, page or live.PageFilter(), actions_for, **kwargs)
@@ -247,7 +247,7 @@ def test_the_feed_is_served_as_server_sent_events_to_a_viewer():
     async def main() -> tuple[Any, list[str]]:
         client = AsyncClient()
         await client.aforce_login(user)
-        response = await client.get("/jobs/events/", {"since": since})
+        response: Any = await client.get("/jobs/events/", {"since": since})
         chunks = response.streaming_content
         got: list[str] = []
         while len(got) < 2:

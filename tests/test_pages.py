@@ -19,7 +19,7 @@ from tests.helpers import OPERATORS, VIEWERS, closed_port, history_row, make_use
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PAGE = "/jobs/"
-HX = {"HTTP_HX_REQUEST": "true"}
+HX: dict[str, Any] = {"HTTP_HX_REQUEST": "true"}
 SCRIPT = "<script>alert(1)</script>"
 
 

@@ -111,8 +111,20 @@ class JobCreatedSerializer(serializers.Serializer):
         }
 
 
+class ParamsField(serializers.JSONField):
+    """A job's params as its readers may see them: secret params shown as "********" (`JobType.masked`)."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(source="*", read_only=True, **kwargs)
+
+    def to_representation(self, value: Any) -> Any:
+        job: Job = value  # source="*": the job itself
+        return registry.masked_params(job.type, job.params)
+
+
 class JobSerializer(serializers.ModelSerializer):
     created_by = serializers.IntegerField(source="created_by_id", allow_null=True, read_only=True)
+    params = ParamsField(help_text="The params; secret ones (writeOnly in the type's params schema) read ********.")
     duration = serializers.FloatField(read_only=True, allow_null=True, help_text="Seconds the last attempt ran.")
     url = serializers.SerializerMethodField()
 

@@ -23,16 +23,24 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
+import subprocess
+import sys
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
+from urllib.error import URLError
 from urllib.parse import urlencode
+from urllib.request import urlopen
 
 import pytest
 from django.conf import settings
 from django.db import connections
 from playwright.sync_api import Browser, Error, Page, Playwright, expect, sync_playwright
+
+from tests.conftest import BASE_DIR, Processes, wait_for
+from tests.helpers import closed_port
 
 CHROMIUM = Path("/usr/bin/chromium")
 # --disable-background-networking and its companions keep Chromium from calling home (updates,
@@ -260,3 +268,123 @@ def screenshot(request: pytest.FixtureRequest) -> Callable[[Page, str], Path]:
         return path
 
     return take
+
+
+# --- The site as deployed: gunicorn serving ASGI through the uvicorn worker ---------------------------
+#
+# pytest-django's `live_server` is a WSGI thread server: it cannot hold the Jobs page's push
+# connection (Server-Sent Events from an async view). `asgi_server` runs the real thing on a free
+# port, against the test database (its data is committed, as for `processes`), and can be stopped
+# and started again on the same port. `asgi_page` and `asgi_phone_page` are `page` and `phone_page`
+# with that server as their base URL.
+
+GUNICORN = Path(sys.executable).with_name("gunicorn")
+
+
+class AsgiServer:
+    """`.venv/bin/gunicorn queueproject.asgi:application -k uvicorn_worker.UvicornWorker`, one worker."""
+
+    def __init__(self, processes: Processes, port: int, log_path: Path) -> None:
+        self.processes = processes
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start gunicorn and return once it answers `/healthz`."""
+        assert not self.running, "the server is running already"
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    str(GUNICORN),
+                    "queueproject.asgi:application",
+                    "-k",
+                    "uvicorn_worker.UvicornWorker",
+                    "--bind",
+                    f"127.0.0.1:{self.port}",
+                    "--workers",
+                    "1",
+                ],
+                cwd=BASE_DIR,
+                env=self.processes.env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # a group of its own: the master and its worker stop together at the end
+            )
+        wait_for(self._answers, timeout, interval=0.1, message=f"gunicorn to answer on {self.url}")
+
+    def _answers(self) -> bool:
+        if not self.running:
+            pytest.fail(f"gunicorn exited early:\n{self.log()}")
+        try:
+            with urlopen(f"{self.url}/healthz", timeout=2) as response:
+                return bool(response.status == 200)
+        except (URLError, OSError):
+            return False
+
+    def stop(self, grace: float = 10.0) -> bool:
+        """Stop it as an orchestrator does: SIGTERM to the master, SIGKILL to its group after `grace` seconds.
+
+        True when it exited on SIGTERM alone (and within the grace period).
+        """
+        process = self.process
+        if process is None or process.poll() is not None:
+            return True
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return False
+        return True
+
+    def kill(self) -> None:
+        """SIGKILL to the server's process group, if its master still runs."""
+        process = self.process
+        if process is None or process.poll() is not None:
+            return
+        with suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def asgi_server(processes: Processes, tmp_path: Path) -> Iterator[AsgiServer]:
+    """The site under gunicorn with the uvicorn worker, on a free port, against the test database."""
+    server = AsgiServer(processes, closed_port(), tmp_path / "gunicorn.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()  # SIGTERM, then SIGKILL to its group: nothing of it outlives the test
+        if os.environ.get("SHOW_PROCESS_LOGS"):
+            sys.stderr.write(f"--- gunicorn\n{server.log()}\n")
+
+
+@pytest.fixture
+def asgi_page(browser: Browser, asgi_server: AsgiServer, request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A desktop page (1280x900) whose base URL is `asgi_server`."""
+    yield from _open_page(browser, asgi_server.url, request, "failure", viewport=DESKTOP)
+
+
+@pytest.fixture
+def asgi_phone_page(browser: Browser, asgi_server: AsgiServer, request: pytest.FixtureRequest) -> Iterator[Page]:
+    """A phone-sized page (390x844, mobile, touch) whose base URL is `asgi_server`."""
+    yield from _open_page(
+        browser,
+        asgi_server.url,
+        request,
+        "phone-failure",
+        viewport=PHONE,
+        is_mobile=True,
+        has_touch=True,
+        device_scale_factor=2,
+    )

@@ -1,0 +1,1291 @@
+"""The fault suite: what a user sees in the job history and the API when things break.
+
+Most tests run real processes (`manage.py rqworker` and `runscheduler`, and
+gunicorn serving the ASGI application where the API is the point) and break
+something under them: a work horse killed, a worker shut down cold, the
+active scheduler killed, Redis restarted empty, refusing connections, hanging
+or full, the database stopped. Where a test breaks Redis or PostgreSQL itself,
+it breaks its own: a `redis-server` or a PostgreSQL cluster it started in a
+temporary directory, on a port of its own. Each test then asserts what a user
+of the history and the API sees, and prints what it measured (run pytest with
+`-rP` to read the figures); docs/faults.md keeps them.
+
+A promise the product does not keep yet is a test marked `xfail(strict=True)`
+whose reason names the defect: it fails as long as the defect is there, and
+turns the run red (XPASS) once it is fixed, for the marker to go.
+
+Needs `redis-server` on the PATH and PostgreSQL's server binaries in
+FAULTS_POSTGRES_BIN (/usr/lib/postgresql/15/bin by default); a test that lacks
+them is skipped. Run alone: `pytest -m slow -k "test_faults or test_fault_suite"`.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import redis as redis_lib
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+from rq.job import Job as RQJob
+
+from jobs import events, queues, services
+from jobs.errors import QueueUnavailable
+from jobs.mirror import Drainer, apply_events
+from jobs.models import Job, JobAttempt
+from jobs.reconcile import MIRROR_BEHIND_SECONDS, mirror_backlog_age, reconcile
+from jobs.scheduler import LOCK_KEY
+from jobs.statuses import TERMINAL, AttemptOutcome, JobStatus
+from tests.conftest import BASE_DIR, Processes, wait_for
+from tests.helpers import closed_port, make_user, redis_at
+from tests.test_faults import (
+    alive,
+    database_unavailable_to_other_processes,
+    make_older_than_the_reconcilers_grace,
+    refreshed,
+    rq_status,
+    timeline,
+    verdict_deadline,
+    wait_for_reconciler_rounds,
+    wait_for_status,
+)
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
+
+REDIS_SERVER = shutil.which("redis-server")
+POSTGRES_BIN = Path(os.environ.get("FAULTS_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
+GUNICORN = Path(sys.executable).with_name("gunicorn")
+ENDED = TERMINAL  # nothing more happens to a job in these statuses unless someone retries it
+
+
+def figure(text: str) -> None:
+    """Print a measured figure (shown with pytest -rP; docs/faults.md keeps them)."""
+    print(f"\n[figure] {text}")
+
+
+# --- the job types, and a log of their runs ---------------------------------------------------
+
+
+@pytest.fixture
+def fault_types() -> Iterator[ModuleType]:
+    """The test-only job types of `tests.fault_job_types`, registered in this process for this test only."""
+    from tests import fault_job_types
+
+    fault_job_types.register()
+    yield fault_job_types
+    fault_job_types.unregister()
+
+
+@dataclass(frozen=True)
+class Run:
+    kind: str  # start, end (returned), fail (raised), overlap (another run of the job was under way)
+    job_id: str
+    attempt: int
+    pid: int
+    at: float
+    extra: str
+
+
+class RunLog:
+    """The file the `faults-record` jobs append a line to when a run starts and when it ends."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def lines(self) -> list[Run]:
+        if not self.path.exists():
+            return []
+        runs = []
+        for line in self.path.read_text().splitlines():
+            kind, job_id, attempt, pid, at, *extra = line.split()
+            runs.append(Run(kind, job_id, int(attempt), int(pid), float(at), " ".join(extra)))
+        return runs
+
+    def of_kind(self, kind: str, job: Job | None = None) -> list[Run]:
+        return [run for run in self.lines() if run.kind == kind and (job is None or run.job_id == str(job.id))]
+
+    def starts(self, job: Job | None = None) -> list[Run]:
+        return self.of_kind("start", job)
+
+    def overlaps(self) -> list[Run]:
+        """Runs that started while an earlier run of the same job was still under way elsewhere."""
+        return self.of_kind("overlap")
+
+    def runs_by_job(self) -> Counter[str]:
+        return Counter(run.job_id for run in self.starts())
+
+    def horse_running(self, job: Job, attempt: int = 1) -> int:
+        """The pid of the work horse running the job's attempt (from its start line)."""
+        starts = wait_for(
+            lambda: [run for run in self.starts(job) if run.attempt == attempt], 30, message=f"job {job.id} to start"
+        )
+        return int(starts[-1].pid)
+
+
+@pytest.fixture
+def run_log(tmp_path: Path) -> RunLog:
+    return RunLog(tmp_path / "runs.log")
+
+
+def fault_env(run_log: RunLog, **extra: str) -> dict[str, str]:
+    """The environment of a process that must know the fault job types and log their runs."""
+    return {"JOBS_MODULES": "tests.fault_job_types", "FAULTS_RUN_LOG": str(run_log.path), **extra}
+
+
+# --- what the API says --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def api_user(transactional_db: None) -> Any:
+    return make_user("faults-api", perms=("add_job", "view_job", "change_job"))
+
+
+@pytest.fixture
+def api_token(api_user: Any) -> str:
+    return str(Token.objects.create(user=api_user).key)
+
+
+@pytest.fixture
+def api(api_user: Any) -> APIClient:
+    """The REST API in this process, on the test database, as an API user."""
+    client = APIClient()
+    token, _ = Token.objects.get_or_create(user=api_user)
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    return client
+
+
+def api_job(api: APIClient, job: Job) -> dict[str, Any]:
+    response = api.get(f"/api/jobs/{job.id}")
+    assert response.status_code == 200, response.content
+    data: dict[str, Any] = response.json()
+    return data
+
+
+# --- a redis-server of the test's own -------------------------------------------------------------
+
+
+class OwnRedis:
+    """A redis-server started by the tests, on a free port, without persistence: a restart empties it.
+
+    It uses the database number the test settings use, so `tests.helpers.redis_at(port)`
+    points this process at it and `url` points the processes the test starts at it.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.port = closed_port()
+        self.db = int(settings.RQ_QUEUES["default"]["DB"])
+        self.process: subprocess.Popen[bytes] | None = None
+        self.paused = False
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/{self.db}"
+
+    def client(self, timeout: float = 2.0) -> redis_lib.Redis:
+        return redis_lib.Redis(
+            host="127.0.0.1", port=self.port, db=self.db, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def answers(self) -> bool:
+        try:
+            return bool(self.client().ping())
+        except redis_lib.RedisError:
+            return False
+
+    def start(self) -> None:
+        assert REDIS_SERVER is not None
+        assert not self.running
+        self.process = subprocess.Popen(
+            [
+                REDIS_SERVER,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+                "--logfile",
+                str(self.directory / "redis.log"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        wait_for(self.answers, 10, interval=0.05, message=f"redis-server to answer on port {self.port}")
+
+    def stop(self) -> None:
+        """SIGTERM: it exits without saving anything (no persistence configured)."""
+        if not self.running:
+            return
+        assert self.process is not None
+        self.resume()
+        self.process.terminate()
+        self.process.wait(10)
+
+    def pause(self) -> None:
+        """`kill -STOP`: connections are still accepted (by the kernel), nothing is answered."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+        self.paused = True
+
+    def resume(self) -> None:
+        if self.paused and self.process is not None:
+            os.kill(self.process.pid, signal.SIGCONT)
+        self.paused = False
+
+    def reset(self) -> None:
+        """Running, answering, empty, without a memory limit."""
+        self.resume()
+        if not self.running:
+            self.start()
+        conn = self.client()
+        conn.config_set("maxmemory", 0)
+        conn.flushall()
+
+
+@pytest.fixture(scope="module")
+def own_redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRedis]:
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed")
+    server = OwnRedis(tmp_path_factory.mktemp("own-redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_redis(own_redis_server: OwnRedis) -> Iterator[OwnRedis]:
+    """The test's own redis-server, empty; this process's queues and cache talk to it while the test runs."""
+    own_redis_server.reset()
+    with redis_at(own_redis_server.port, cache_too=True):
+        yield own_redis_server
+    own_redis_server.resume()
+
+
+def jobs_in_redis(conn: redis_lib.Redis) -> set[str]:
+    """The ids of the RQ jobs a Redis holds."""
+    prefix = RQJob.redis_job_namespace_prefix
+    ids = set()
+    for key in conn.scan_iter(match=f"{prefix}*", count=1000):
+        name = key.decode()[len(prefix) :]
+        if ":" not in name:  # not a job's sub-key (dependents, results)
+            ids.add(name)
+    return ids
+
+
+# --- the web server, as deployed ------------------------------------------------------------------
+
+
+@dataclass
+class Answer:
+    status: int
+    headers: dict[str, str]
+    data: Any
+    seconds: float
+
+
+class Web:
+    """`gunicorn queueproject.asgi:application -k uvicorn_worker.UvicornWorker --workers 1` on a free port.
+
+    As the Procfile runs it: with a pool of database connections (DB_POOL, PostgreSQL only).
+    """
+
+    def __init__(self, processes: Processes, name: str, **env: str) -> None:
+        self.processes = processes
+        self.port = closed_port()
+        self.env = {"DB_POOL": "true", "JOBS_API_WRITE_RATE": "1000000/min", **env}
+        self.log_path = processes.tmp_path / f"{name}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    str(GUNICORN),
+                    "queueproject.asgi:application",
+                    "-k",
+                    "uvicorn_worker.UvicornWorker",
+                    "--workers",
+                    "1",
+                    "--bind",
+                    f"127.0.0.1:{self.port}",
+                ],
+                cwd=BASE_DIR,
+                env=self.processes.env(**self.env),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        # Stopped with the test's other processes (SIGTERM to its group, then SIGKILL).
+        self.processes.started.append((self.process, self.log_path))
+        wait_for(self._answers, 30, interval=0.1, message=f"gunicorn to answer on port {self.port}")
+
+    def _answers(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            pytest.fail(f"gunicorn exited early:\n{self.log_path.read_text(errors='replace')}")
+        try:
+            return self.request("GET", "/healthz", timeout=2).status == 200
+        except OSError:
+            return False
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        token: str | None = None,
+        timeout: float = 30,
+        conn: http.client.HTTPConnection | None = None,
+    ) -> Answer:
+        own = conn is None
+        conn = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        headers = {"Host": "127.0.0.1", "Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Token {token}"
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        started = time.monotonic()
+        try:
+            conn.request(method, path, body=payload, headers=headers)
+            response = conn.getresponse()
+            raw = response.read()
+        finally:
+            if own:
+                conn.close()
+        seconds = time.monotonic() - started
+        data = json.loads(raw) if raw and response.getheader("Content-Type", "").startswith("application/json") else raw
+        return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, data, seconds)
+
+
+# --- a PostgreSQL cluster of the test's own -----------------------------------------------------------
+
+
+class OwnPostgres:
+    """A PostgreSQL cluster started by the tests in a temporary directory, on a free port, migrated.
+
+    As root, the server runs as the `postgres` user (PostgreSQL refuses to run as root).
+    """
+
+    def __init__(self) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="faults-postgres-"))
+        self.data = self.directory / "data"
+        self.port = closed_port()
+        self.name = "faults"
+        self.as_user: str | None = "postgres" if os.geteuid() == 0 else None
+        if self.as_user:
+            shutil.chown(self.directory, self.as_user, self.as_user)
+
+    @property
+    def url(self) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{self.name}"
+
+    def _run(self, *args: str) -> None:
+        subprocess.run(
+            args,
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            user=self.as_user,
+            group=self.as_user,
+            cwd=self.directory,
+        )
+
+    def init(self) -> None:
+        self._run(
+            str(POSTGRES_BIN / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+        )
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._run(
+            str(POSTGRES_BIN / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.directory / "log"),
+            "-w",
+            "start",
+        )
+
+    def stop_immediately(self) -> None:
+        """`pg_ctl stop -m immediate`: every connection is cut, nothing is shut down cleanly."""
+        self._run(str(POSTGRES_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def running(self) -> bool:
+        return (self.data / "postmaster.pid").exists()
+
+    def query(self, sql: str, params: Any = None) -> list[Any]:
+        import psycopg
+
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, user="postgres", dbname=self.name, autocommit=True
+        ) as conn:
+            return list(conn.execute(sql, params).fetchall())
+
+    def create_database(self) -> None:
+        import psycopg
+
+        with psycopg.connect(
+            host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", autocommit=True
+        ) as conn:
+            conn.execute(f'CREATE DATABASE "{self.name}"')
+
+    def remove(self) -> None:
+        if self.running():
+            with suppress(subprocess.CalledProcessError):
+                self.stop_immediately()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def own_postgres() -> Iterator[OwnPostgres]:
+    if not (POSTGRES_BIN / "initdb").exists():
+        pytest.skip(f"no PostgreSQL server binaries in {POSTGRES_BIN} (set FAULTS_POSTGRES_BIN)")
+    cluster = OwnPostgres()
+    try:
+        cluster.init()
+        cluster.start()
+        cluster.create_database()
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "-v0"],
+            cwd=BASE_DIR,
+            env={**os.environ, "DATABASE_URL": cluster.url},
+            check=True,
+        )
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+def manage_py(database_url: str, code: str) -> str:
+    """Run Python in `manage.py shell` against a database; returns what it printed."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
+        cwd=BASE_DIR,
+        env={**os.environ, "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"},
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout.strip().splitlines()[-1]
+
+
+# --- a job that raises, times out, returns what JSON cannot hold, or returns 10 MB ---------------
+
+
+def test_a_job_that_raises_times_out_returns_no_json_or_10_mb_ends_with_a_clear_status_and_message(
+    processes, fault_types, run_log, api
+):
+    processes.worker(**fault_env(run_log))
+    raised = services.job_enqueue(type=fault_types.RAISES)
+    timed_out = services.job_enqueue(type=fault_types.TIMES_OUT)
+    not_json = services.job_enqueue(type=fault_types.NOT_JSON)
+    big = services.job_enqueue(type=fault_types.BIG_RESULT)
+    for job in (raised, timed_out, not_json, big):
+        wait_for_status(job, ENDED, 60)
+
+    # Raised: failed, with the exception's own line and its traceback.
+    assert raised.status == JobStatus.FAILED
+    assert raised.error == "tests.fault_job_types.FaultsJobError: the faults job raised on purpose"
+    assert "raise FaultsJobError" in raised.traceback
+    # Over its timeout: failed, saying so, and stopped when the timeout said.
+    assert timed_out.status == JobStatus.FAILED
+    assert timed_out.error == (
+        f"rq.timeouts.JobTimeoutException: Task exceeded maximum timeout value ({fault_types.TIMEOUT_SECONDS} seconds)"
+    )
+    ran_for = (timed_out.ended_at - timed_out.started_at).total_seconds()
+    figure(f"a job over its {fault_types.TIMEOUT_SECONDS}s timeout was stopped and failed after {ran_for:.2f}s")
+    assert fault_types.TIMEOUT_SECONDS <= ran_for < fault_types.TIMEOUT_SECONDS + 2
+    # A result JSON cannot hold: finished, the values it could not hold shown as text.
+    assert not_json.status == JobStatus.FINISHED, not_json.error
+    assert not_json.result == {"amount": "12.50", "when": "2024-01-02 03:04:05+00:00"}
+    # 10 MB: finished, with a bounded preview that says it is one, and how big the whole was.
+    assert big.status == JobStatus.FINISHED, big.error
+    assert big.result["truncated"] is True
+    assert big.result["bytes"] == fault_types.BIG_RESULT_CHARS + 2  # a JSON string: its quotes
+    assert big.result["preview"] == '"' + "x" * 999
+
+    for job, outcome in (
+        (raised, AttemptOutcome.FAILED),
+        (timed_out, AttemptOutcome.FAILED),
+        (not_json, AttemptOutcome.FINISHED),
+        (big, AttemptOutcome.FINISHED),
+    ):
+        seen = api_job(api, job)
+        assert (seen["status"], seen["error"], seen["result"]) == (job.status, job.error, job.result)
+        assert seen["attempts"] == 1
+        assert [attempt["outcome"] for attempt in seen["timeline"]] == [outcome]
+        assert seen["timeline"][0]["error"] == job.error
+        assert seen["ended_at"] is not None
+
+
+# --- the work horse killed alone (the out-of-memory killer's usual victim) -----------------------
+
+
+def kill_the_horse_running(job: Job, run_log: RunLog) -> float:
+    """SIGKILL the work horse running the job, and only it; returns when (epoch seconds)."""
+    wait_for_status(job, {JobStatus.STARTED}, 30)
+    horse = run_log.horse_running(job)
+    os.kill(horse, signal.SIGKILL)
+    return time.time()
+
+
+def test_a_killed_work_horse_fails_its_attempt_and_the_job_runs_again_where_its_type_allows(
+    processes, fault_types, run_log, api
+):
+    processes.worker(**fault_env(run_log))
+    processes.scheduler(**fault_env(run_log))
+    job = services.job_enqueue(type=fault_types.RECORD, params={"seconds": 6, "steps": 6})
+
+    killed_at = kill_the_horse_running(job, run_log)
+    wait_for(lambda: refreshed(job).status != JobStatus.STARTED, 10, message="the killed attempt to be recorded")
+    detected = job.updated_at.timestamp() - killed_at
+    figure(f"work horse killed alone: its attempt recorded as ended {detected:.2f}s after the kill")
+
+    wait_for_status(job, ENDED, 30)
+    assert job.status == JobStatus.FINISHED, job.error
+    first, second = timeline(job)
+    assert first.outcome in (AttemptOutcome.FAILED, AttemptOutcome.ABANDONED)
+    assert "Work-horse terminated unexpectedly" in first.error or "died" in first.error, first.error
+    assert second.outcome == AttemptOutcome.FINISHED
+    assert job.attempts == 2
+    assert len(run_log.starts(job)) == 2
+    assert not run_log.overlaps()
+    seen = api_job(api, job)
+    assert seen["status"] == JobStatus.FINISHED
+    assert [attempt["outcome"] for attempt in seen["timeline"]] == [first.outcome, AttemptOutcome.FINISHED]
+
+
+HORSE_KILL_RETRIED = (
+    "Defect: a work horse killed alone (SIGKILL, the out-of-memory killer) is retried by RQ's own Retry even when "
+    "the type says retry_lost=False (as `email` does): jobs/rqstore.py point_at gives every RQ job "
+    "Retry(max_attempts - 1) and jobs/worker.py _emit_end records the failure with its retry; retry_lost is only "
+    "read by the reconciler (services.job_give_up_on)"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=HORSE_KILL_RETRIED)
+def test_a_killed_work_horse_is_not_run_again_by_itself_when_its_type_must_not_run_twice(
+    processes, fault_types, run_log, api
+):
+    """Like `email` (retry_lost=False): its first run may have done its work before the horse died."""
+    processes.worker(**fault_env(run_log))
+    processes.scheduler(**fault_env(run_log))
+    job = services.job_enqueue(type=fault_types.RECORD_ONCE, params={"seconds": 6, "steps": 6})
+
+    kill_the_horse_running(job, run_log)
+    wait_for(lambda: refreshed(job).status != JobStatus.STARTED, 10, message="the killed attempt to be recorded")
+    wait_for_reconciler_rounds(2)
+
+    job.refresh_from_db()
+    assert job.status in (JobStatus.FAILED, JobStatus.ABANDONED), (job.status, job.error, run_log.lines())
+    assert job.attempts == 1
+    assert len(run_log.starts(job)) == 1, "the job ran again by itself"
+    seen = api_job(api, job)
+    assert seen["status"] == job.status
+    assert len(seen["timeline"]) == 1
+
+
+# --- a worker shut down cold: SIGTERM, then SIGTERM again while its job runs ----------------------
+
+
+COLD_SHUTDOWN_JUDGED_LATE = (
+    "Defect: a worker shut down cold leaves its job `started` for about 60 s, not JOBS_WORKER_DEAD_AFTER: on its "
+    "way out the worker leaves jobs:product-workers (jobs/worker.py, work()), so jobs/reconcile.py _worker_alive "
+    "judges it by RQ's own key rq:worker:<name>, which RQ's register_death keeps 60 s (EXPIRE 60, with a death field)"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=COLD_SHUTDOWN_JUDGED_LATE)
+def test_a_worker_shut_down_cold_leaves_its_job_abandoned_and_it_runs_again_once_where_its_type_allows(
+    processes, fault_types, run_log, api
+):
+    env = fault_env(run_log)
+    workers = [processes.worker(**env), processes.worker(**env)]
+    processes.scheduler(**env)
+    again = services.job_enqueue(type=fault_types.RECORD, params={"seconds": 8, "steps": 8})
+    once = services.job_enqueue(type=fault_types.RECORD_ONCE, params={"seconds": 8, "steps": 8})
+    horses = [run_log.horse_running(again), run_log.horse_running(once)]  # one job on each worker
+
+    for worker in workers:
+        os.kill(worker.pid, signal.SIGTERM)  # warm shut down: the job would finish...
+    asked_at = time.monotonic()
+    # ...but the second SIGTERM (RQ ignores one within a second of the first) says now.
+    wait_for(
+        lambda: (
+            time.monotonic() - asked_at > 1.2
+            and all("warm shut down requested" in processes.log(worker) for worker in workers)
+        ),
+        10,
+        message="both workers to have taken the first SIGTERM, a second ago",
+    )
+    for worker in workers:
+        os.kill(worker.pid, signal.SIGTERM)
+    shut_at = time.time()
+    for worker in workers:
+        worker.wait(15)
+    assert not any(alive(horse) for horse in horses), "a work horse outlived its worker"
+    processes.worker(**env)  # a healthy worker for what runs again
+
+    wait_for(
+        lambda: refreshed(again).status != JobStatus.STARTED and refreshed(once).status != JobStatus.STARTED,
+        verdict_deadline() + 5,
+        message="both jobs to be judged (promised within JOBS_WORKER_DEAD_AFTER + JOBS_RECONCILE_INTERVAL)",
+    )
+    judged = max(job.updated_at.timestamp() for job in (again, once)) - shut_at
+    figure(f"worker shut down cold: its job judged abandoned {judged:.1f}s after the second SIGTERM")
+
+    wait_for_status(again, ENDED, 30)
+    assert again.status == JobStatus.FINISHED, again.error
+    assert [attempt.outcome for attempt in timeline(again)] == [AttemptOutcome.ABANDONED, AttemptOutcome.FINISHED]
+    assert len(run_log.starts(again)) == 2
+
+    wait_for_reconciler_rounds(1)
+    once.refresh_from_db()
+    assert once.status == JobStatus.ABANDONED
+    assert once.attempts == 1
+    assert "died while running this job" in once.error
+    assert [attempt.outcome for attempt in timeline(once)] == [AttemptOutcome.ABANDONED]
+    assert len(run_log.starts(once)) == 1
+    assert not run_log.overlaps()
+    for job in (again, once):
+        seen = api_job(api, job)
+        assert seen["status"] == job.status
+        assert [attempt["outcome"] for attempt in seen["timeline"]] == [a.outcome for a in timeline(job)]
+
+
+# --- the active scheduler killed: the standby takes over ------------------------------------------
+
+
+def test_the_standby_scheduler_takes_over_within_30_s_of_the_active_ones_death_and_promotes_a_delayed_job(
+    processes, fault_types, run_log, api
+):
+    env = fault_env(run_log)
+    processes.worker(**env)
+    schedulers = [processes.scheduler(**env), processes.scheduler(**env)]
+    holder = wait_for(lambda: queues.redis().get(LOCK_KEY), 20, message="a scheduler to take the lock").decode()
+    active_pid = int(holder.rsplit(":", 2)[1])
+    [active] = [scheduler for scheduler in schedulers if scheduler.pid == active_pid]
+    [standby] = [scheduler for scheduler in schedulers if scheduler.pid != active_pid]
+
+    job = services.job_enqueue(type=fault_types.RECORD, delay_seconds=3)
+    assert job.status == JobStatus.SCHEDULED
+    os.killpg(active.pid, signal.SIGKILL)
+    active.wait(5)
+    killed_at = time.monotonic()
+
+    def new_holder() -> str | None:
+        value: Any = queues.redis().get(LOCK_KEY)
+        return value.decode() if value and value.decode() != holder else None
+
+    taken_by = wait_for(new_holder, 40, interval=0.1, message="the standby scheduler to take over")
+    took = time.monotonic() - killed_at
+    assert int(taken_by.rsplit(":", 2)[1]) == standby.pid
+    wait_for_status(job, ENDED, 40)
+    promoted_after = time.monotonic() - killed_at
+    figure(
+        f"scheduler failover: the standby took over {took:.1f}s after the active one was killed; "
+        f"the delayed job ran {promoted_after:.1f}s after the kill"
+    )
+    assert took <= 30
+    assert promoted_after <= 30
+    assert job.status == JobStatus.FINISHED, job.error
+    assert job.attempts == 1
+    assert len(run_log.starts(job)) == 1
+    assert job.started_at >= job.created_at + timedelta(seconds=3)  # not before it was due
+    seen = api_job(api, job)
+    assert seen["status"] == JobStatus.FINISHED
+    assert [attempt["outcome"] for attempt in seen["timeline"]] == [AttemptOutcome.FINISHED]
+
+
+# --- the reconciler while the mirror is behind: a database outage with the scheduler running ------
+
+
+def test_the_reconciler_judges_no_job_while_the_mirror_is_behind_after_a_database_outage(
+    processes, fault_types, run_log, api
+):
+    env = fault_env(run_log)
+    workers = [processes.worker(**env), processes.worker(**env)]
+    scheduler = processes.scheduler(**env)
+    forgotten = services.job_enqueue(type=fault_types.RECORD, params={"seconds": 3, "steps": 3})
+    kept = services.job_enqueue(type=fault_types.RECORD, params={"seconds": 3, "steps": 3})
+    for job in (forgotten, kept):
+        wait_for_status(job, {JobStatus.STARTED}, 30)
+
+    with database_unavailable_to_other_processes():
+        # Both workers are asked to stop: they finish their jobs, in Redis, and exit. The history
+        # cannot follow: the rows go on saying "started", by workers that are gone...
+        for worker in workers:
+            os.kill(worker.pid, signal.SIGTERM)
+        wait_for(lambda: rq_status(forgotten) == rq_status(kept) == "finished", 30, message="RQ to finish both jobs")
+        for worker in workers:
+            assert worker.wait(30) == 0, processes.log(worker)
+        # ...and Redis forgets one of them (its result's time to live ran out).
+        queues.redis().delete(RQJob.key_for(forgotten.rq_id))
+        # A reconciler judging these rows now would call one lost and the other abandoned, and run
+        # both again. The mirror is behind: it must not, however long the outage lasts.
+        wait_for(
+            lambda: mirror_backlog_age(queues.redis()) > MIRROR_BEHIND_SECONDS + 3,
+            MIRROR_BEHIND_SECONDS + 30,
+            interval=0.5,
+            message="the history to be further behind than the reconciler tolerates",
+        )
+        assert refreshed(forgotten).status == refreshed(kept).status == JobStatus.STARTED
+        outage_ended = time.monotonic()
+
+    for job in (forgotten, kept):
+        wait_for_status(job, ENDED | {JobStatus.QUEUED, JobStatus.SCHEDULED}, 60)
+    caught_up = time.monotonic() - outage_ended
+    figure(f"database outage of {MIRROR_BEHIND_SECONDS + 3:.0f}s+: the history caught up {caught_up:.1f}s after it")
+    wait_for_reconciler_rounds(1)
+    for job in (forgotten, kept):
+        job.refresh_from_db()
+        assert job.status == JobStatus.FINISHED, (job.status, job.error)
+        assert job.attempts == 1
+        assert [attempt.outcome for attempt in timeline(job)] == [AttemptOutcome.FINISHED]
+        assert len(run_log.starts(job)) == 1
+        seen = api_job(api, job)
+        assert seen["status"] == JobStatus.FINISHED
+        assert seen["error"] == ""
+    assert "the mirror is behind; judging no job this round" in processes.log(scheduler)
+
+
+END_ON_THE_STREAM_JUDGED = (
+    "Defect: the reconciler judges a job whose end is on the event stream but not yet in the history when that "
+    "event is younger than MIRROR_BEHIND_SECONDS (30 s) (jobs/reconcile.py reconcile()); a dead worker's "
+    "delivered but unapplied events wait CLAIM_IDLE_MS (30 s) before another mirror takes them (jobs/mirror.py). "
+    "A job its worker finished just before it died (killed inside the mirror's batch window, or stopped during a "
+    "database outage shorter than 30 s) is marked abandoned and run again"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=END_ON_THE_STREAM_JUDGED)
+@pytest.mark.django_db(transaction=True)
+def test_the_reconciler_leaves_alone_a_job_whose_end_is_on_the_stream_but_not_yet_in_the_history(fault_types):
+    job = services.job_enqueue(type=fault_types.RECORD)
+    conn = queues.redis()
+    # A worker took the job, ran it to its end, and was killed before its mirror wrote the end down:
+    # the start is in the history; the end is on the stream, delivered to the dead worker's mirror.
+    conn.lrem(queues.get_queue(job.queue).key, 0, job.rq_id)
+    conn.hset(RQJob.key_for(job.rq_id), "status", "finished")
+    started = time.time() - settings.JOBS_WORKER_DEAD_AFTER - 5
+    apply_events([events.Event(f"{int(started * 1000)}-0", job.rq_id, events.STARTED, 1, started, {"w": "gone"})])
+    Drainer(conn, consumer="gone").ensure_group()
+    events.emit(conn, job.rq_id, events.FINISHED, 1, w="gone", s=started, r={"worked": 0.0})
+    conn.xreadgroup(events.GROUP, "gone", {events.STREAM: ">"}, count=100)  # read, never acknowledged
+    assert mirror_backlog_age(conn) < MIRROR_BEHIND_SECONDS
+
+    report = reconcile()
+
+    job.refresh_from_db()
+    assert (report.abandoned, report.lost) == (0, 0), "a finished job was judged dead and queued to run again"
+    assert job.status == JobStatus.STARTED  # until its end is applied
+
+
+# --- Redis restarted without persistence -----------------------------------------------------------
+
+
+def test_every_job_runs_again_or_is_marked_lost_within_60_s_of_a_redis_restart_without_persistence(
+    processes, fault_types, run_log, own_redis, api
+):
+    env = fault_env(run_log, REDIS_URL=own_redis.url)
+    processes.worker(**env)
+    processes.worker(**env)
+    processes.scheduler(**env)
+    again, once = fault_types.RECORD, fault_types.RECORD_ONCE
+    # One progress report, at the end: a job reporting progress while Redis is away is another test's.
+    work = {"seconds": 10, "steps": 1}
+    running = [services.job_enqueue(type=again, params=work), services.job_enqueue(type=once, params=work)]
+    for job in running:  # one on each worker, and in the history
+        wait_for_status(job, {JobStatus.STARTED}, 30)
+    services.queue_pause(name="low")  # nobody takes these before Redis goes
+    queued = [services.job_enqueue(type=name, queue="low") for name in (again, once)]
+    scheduled = [services.job_enqueue(type=name, delay_seconds=40) for name in (again, once)]
+
+    own_redis.stop()
+    with transaction.atomic():  # committed while Redis is away: the rows wait, pending
+        pending = [services.job_enqueue(type=name) for name in (again, once)]
+    assert {refreshed(job).status for job in pending} == {JobStatus.PENDING}
+    own_redis.start()
+    restarted_at = time.time()
+    everything = [*running, *queued, *scheduled, *pending]
+
+    def settled(job: Job) -> bool:
+        """Marked lost (or ended), or run again since the restart."""
+        job.refresh_from_db()
+        return job.status in ENDED or any(run.at > restarted_at for run in run_log.starts(job))
+
+    wait_for(lambda: all(settled(job) for job in everything), 60, interval=0.5, message="every job to be handled")
+    took = time.time() - restarted_at
+    figure(f"Redis restarted empty: every job ran again or was marked lost within {took:.1f}s")
+
+    for job in everything:
+        wait_for_status(job, ENDED, 30)
+    # What may run twice (lost work of a type that allows it) may; what may not, did not.
+    assert all(len(run_log.starts(job)) <= 1 for job in everything if job.type == once), run_log.lines()
+    # The running jobs went on to their end.
+    assert [job.status for job in running] == [JobStatus.FINISHED, JobStatus.FINISHED]
+    assert all(run_log.of_kind("end", job) for job in running)
+    # The queued and the delayed jobs: lost; run again where the type allows, marked lost where not.
+    for job in (*queued, *scheduled):
+        if job.type == again:
+            assert job.status == JobStatus.FINISHED, (job.status, job.error)
+            assert len(run_log.starts(job)) == 1
+        else:
+            assert job.status == JobStatus.LOST
+            assert job.error == "Redis no longer has this job"
+            assert not run_log.starts(job)
+    # The pending ones were dispatched once Redis was back, and ran once.
+    for job in pending:
+        assert job.status == JobStatus.FINISHED, (job.status, job.error)
+        assert len(run_log.starts(job)) == 1
+    lost = [job for job in everything if job.status == JobStatus.LOST]
+    for job in everything:
+        seen = api_job(api, job)
+        assert (seen["status"], seen["error"]) == (job.status, job.error)
+    figure(
+        f"Redis restarted empty: {len(lost)} of {len(everything)} jobs marked lost (the never-twice type's), "
+        f"rows lost: {len(everything) - Job.objects.filter(pk__in=[j.pk for j in everything]).count()}"
+    )
+
+
+def restart_redis_for(own_redis: OwnRedis, seconds: float) -> None:
+    """Stop the test's redis-server and start it again `seconds` later: refused meanwhile, then empty."""
+    own_redis.stop()
+    stopped_at = time.monotonic()
+    wait_for(lambda: time.monotonic() - stopped_at >= seconds, seconds + 5, message=f"{seconds}s without Redis")
+    own_redis.start()
+
+
+PROGRESS_REPORT_FAILS_THE_JOB = (
+    "Defect: a job that reports its progress fails when Redis refuses connections for a moment (a restart), "
+    "although its own work does not need Redis: jobs/runner.py report_progress lets the Redis error out into the "
+    "job. The attempt fails and is retried, so work already done is done again (`email` reports its progress "
+    "after sending: the e-mail goes out twice)"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=PROGRESS_REPORT_FAILS_THE_JOB)
+def test_a_job_reporting_progress_through_a_1_s_redis_restart_finishes_on_its_first_attempt(
+    processes, fault_types, run_log, own_redis, api
+):
+    env = fault_env(run_log, REDIS_URL=own_redis.url)
+    processes.worker(**env)
+    job = services.job_enqueue(type=fault_types.RECORD, params={"seconds": 5, "steps": 25})
+    wait_for_status(job, {JobStatus.STARTED}, 30)
+
+    restart_redis_for(own_redis, 1)
+
+    wait_for(lambda: run_log.of_kind("end", job) or run_log.of_kind("fail", job), 20, message="the run to end")
+    assert not run_log.of_kind("fail", job), run_log.of_kind("fail", job)
+    wait_for_status(job, ENDED, 20)
+    assert job.status == JobStatus.FINISHED, job.error
+    assert [attempt.outcome for attempt in timeline(job)] == [AttemptOutcome.FINISHED]
+
+
+WORKER_QUITS_ON_REDIS_ERROR = (
+    "Defect: a worker whose job ends while Redis refuses connections (a restart) exits for good, 'found an "
+    "unhandled exception, quitting...': the Redis error of RQ's monitor_work_horse (set_current_job_working_time) "
+    "reaches RQ's work loop, which stops; jobs/worker.py Worker does not guard it. Under honcho (scripts/start.sh) "
+    "one process exiting stops every process"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=WORKER_QUITS_ON_REDIS_ERROR)
+def test_a_worker_whose_job_ends_while_redis_restarts_keeps_working(processes, fault_types, run_log, own_redis, api):
+    env = fault_env(run_log, REDIS_URL=own_redis.url)
+    worker = processes.worker(**env)
+    first = services.job_enqueue(type=fault_types.RECORD, params={"seconds": 4, "steps": 1})
+    started = run_log.starts(first) or wait_for(lambda: run_log.starts(first), 30, message="the job to start")
+    wait_for(lambda: time.time() - started[0].at >= 2.5, 10, message="the job to be near its end")
+
+    restart_redis_for(own_redis, 3.5)  # it ends meanwhile
+
+    second = services.job_enqueue(type=fault_types.RECORD)
+    wait_for(lambda: worker.poll() is not None or run_log.starts(second), 30, message="the next job to run")
+    assert worker.poll() is None, [line for line in processes.log(worker).splitlines() if "quitting" in line]
+
+
+RUNNING_JOB_MARKED_LOST = (
+    "Defect: a job running on a live worker when Redis restarts empty is marked lost at the next reconciler round "
+    "and, where its type allows, enqueued again at once: another worker runs it while the first still does. "
+    "jobs/reconcile.py reconcile() tests `not in_redis` before the worker's liveness, for started rows too"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=RUNNING_JOB_MARKED_LOST)
+def test_a_job_running_through_a_redis_restart_is_not_run_a_second_time_meanwhile(
+    processes, fault_types, run_log, own_redis, api
+):
+    env = fault_env(run_log, REDIS_URL=own_redis.url)
+    processes.worker(**env)
+    processes.scheduler(**env)
+    # One progress report, at the end: the job itself does not touch Redis while it restarts.
+    job = services.job_enqueue(type=fault_types.RECORD, params={"seconds": 8, "steps": 1})
+    wait_for_status(job, {JobStatus.STARTED}, 30)
+    processes.worker(**env)  # idle, ready for anything Redis hands out
+
+    own_redis.stop()
+    own_redis.start()
+
+    wait_for(lambda: run_log.of_kind("end", job), 30, message="the running job to reach its end")
+    wait_for_status(job, ENDED, 30)
+    wait_for_reconciler_rounds(1)
+    job.refresh_from_db()
+    assert not run_log.overlaps(), run_log.lines()
+    assert len(run_log.starts(job)) == 1, run_log.lines()
+    assert job.status == JobStatus.FINISHED
+    assert [attempt.outcome for attempt in timeline(job)] == [AttemptOutcome.FINISHED]
+
+
+LOST_DELAYED_JOB_RUNS_EARLY = (
+    "Defect: a delayed job that Redis lost is run at once, long before its time: jobs/services.py job_give_up_on "
+    "clears scheduled_for and enqueues it now, where it should schedule it again for scheduled_for"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=LOST_DELAYED_JOB_RUNS_EARLY)
+def test_a_delayed_job_redis_lost_does_not_run_before_its_time(processes, fault_types, run_log, own_redis, api):
+    env = fault_env(run_log, REDIS_URL=own_redis.url)
+    processes.worker(**env)
+    job = services.job_enqueue(type=fault_types.RECORD, delay_seconds=600)
+    due = job.scheduled_for
+    make_older_than_the_reconcilers_grace(job)
+    own_redis.stop()
+    own_redis.start()
+    processes.scheduler(**env)
+
+    wait_for(lambda: Job.objects.get(pk=job.pk).error, 30, message="the reconciler to see that Redis lost it")
+    wait_for_reconciler_rounds(1)
+    job.refresh_from_db()
+    assert not run_log.starts(job), f"ran {due.timestamp() - run_log.starts(job)[0].at:.0f}s before it was due"
+    assert job.status in (JobStatus.SCHEDULED, JobStatus.LOST)
+    if job.status == JobStatus.SCHEDULED:
+        assert job.scheduled_for > timezone.now()
+
+
+# --- Redis refusing connections, then hanging, while jobs are created through the API ---------------
+
+
+def test_creating_a_job_answers_503_within_3_s_while_redis_refuses_or_hangs_and_works_again_once_it_is_back(
+    processes, fault_types, run_log, own_redis, api_token
+):
+    web = Web(processes, "gunicorn", REDIS_URL=own_redis.url, **fault_env(run_log))
+    web.start()
+
+    def create() -> Answer:
+        return web.request("POST", "/api/jobs", {"type": fault_types.RECORD}, token=api_token)
+
+    accepted: list[str] = []
+    answer = create()
+    assert answer.status == 201, answer.data
+    accepted.append(answer.data["id"])
+
+    own_redis.stop()  # nothing listens: connections are refused
+    refused = create()
+    own_redis.start()  # empty: no persistence
+    accepted.clear()  # (what was in Redis is gone with it; the reconciler's business, not this test's)
+    back = create()
+
+    own_redis.pause()  # `kill -STOP`: connections are accepted, nothing is answered
+    hung = create()
+    own_redis.resume()
+    again = create()
+
+    figure(
+        f"Redis refusing: 503 in {refused.seconds:.2f}s; Redis hanging: 503 in {hung.seconds:.2f}s "
+        f"(Retry-After {hung.headers.get('retry-after')}s); the same gunicorn created jobs again at once"
+    )
+    for failed in (refused, hung):
+        assert failed.status == 503, failed.data
+        assert failed.headers.get("retry-after") == str(QueueUnavailable.retry_after)
+        assert "unavailable" in failed.data["detail"]
+        assert failed.seconds < 3
+    for answer in (back, again):
+        assert answer.status == 201, answer.data
+        accepted.append(answer.data["id"])
+    # No orphan row of the refused requests; every accepted job is in Redis, and nothing else.
+    assert Job.objects.count() == 3
+    assert jobs_in_redis(own_redis.client()) == set(accepted)
+    assert web.process is not None
+    assert web.process.poll() is None
+
+
+HUNG_ENQUEUE_LANDS_LATER = (
+    "Defect: a job refused with QueueUnavailable while Redis hangs still reaches Redis when it wakes up, without "
+    "its row: jobs/services.py jobs_enqueue sends the MULTI/EXEC pipeline, times out reading the answer and rolls "
+    "the row back, but Redis executes the transaction it had already received; a worker then runs a job the caller "
+    "was told was not created"
+)
+
+
+@pytest.mark.xfail(strict=True, reason=HUNG_ENQUEUE_LANDS_LATER)
+@pytest.mark.django_db(transaction=True)
+def test_a_job_refused_while_redis_hangs_never_reaches_redis_afterwards(fault_types, own_redis):
+    # A process that has created a job before (as any web process soon has): its connection
+    # and what RQ reads once of the server are ready, so a new job is one round trip.
+    created = services.job_enqueue(type=fault_types.RECORD)
+    own_redis.pause()
+    started = time.monotonic()
+    with pytest.raises(QueueUnavailable):
+        services.job_enqueue(type=fault_types.RECORD)
+    refused_in = time.monotonic() - started
+    own_redis.resume()
+    assert refused_in < 3
+    assert list(Job.objects.values_list("pk", flat=True)) == [created.pk]
+    conn = own_redis.client()
+    wait_for(conn.ping, 5, message="Redis to answer again")
+    # Redis works through what it was sent before it answers anything sent after it.
+    for _ in range(5):
+        assert jobs_in_redis(conn) == {str(created.pk)}, "a job without its row reached Redis"
+        conn.ping()
+
+
+# --- Redis full: maxmemory reached, with noeviction ----------------------------------------------------
+
+
+def used_memory(conn: redis_lib.Redis) -> int:
+    info: Any = conn.info("memory")
+    return int(info["used_memory"])
+
+
+def fill_up(conn: redis_lib.Redis, limit: int = 2 * 1024 * 1024) -> None:
+    """Fill Redis with `limit` bytes of data and make that its maxmemory, with noeviction: full.
+
+    The limit is set a little under what the data takes, so that the memory Redis frees on its
+    own (clients' buffers, expiring keys) never makes room for a write: every write is refused.
+    """
+    chunk = "f" * 64 * 1024
+    index = 0
+    while used_memory(conn) < limit:
+        conn.set(f"filler:{index}", chunk)
+        index += 1
+    conn.config_set("maxmemory-policy", "noeviction")
+    conn.config_set("maxmemory", used_memory(conn) - 128 * 1024)
+    with pytest.raises(redis_lib.exceptions.OutOfMemoryError):
+        conn.set("one-more", "x")
+
+
+def test_a_full_redis_refuses_new_jobs_with_503_and_nothing_is_half_written(
+    processes, fault_types, run_log, own_redis, api_token
+):
+    web = Web(processes, "gunicorn", REDIS_URL=own_redis.url, **fault_env(run_log))
+    web.start()
+    first = web.request("POST", "/api/jobs", {"type": fault_types.RECORD}, token=api_token)
+    assert first.status == 201, first.data
+
+    conn = own_redis.client()
+    fill_up(conn)
+
+    one = web.request("POST", "/api/jobs", {"type": fault_types.RECORD}, token=api_token)
+    many = web.request("POST", "/api/jobs", [{"type": fault_types.RECORD}] * 50, token=api_token)
+    with pytest.raises(QueueUnavailable):
+        services.job_enqueue(type=fault_types.RECORD)
+    with pytest.raises(QueueUnavailable):
+        services.jobs_enqueue(requests=[services.JobRequest(type=fault_types.RECORD)] * 50)
+
+    rows = {str(pk) for pk in Job.objects.values_list("pk", flat=True)}
+    in_redis = jobs_in_redis(conn)
+    figure(
+        f"Redis full (2 MB of data over its maxmemory, noeviction): the API answered {one.status} and "
+        f"{many.status} (a list of 50), "
+        f"the services raised QueueUnavailable; rows without a job: {len(rows - in_redis)}, "
+        f"jobs without a row: {len(in_redis - rows)}"
+    )
+    for answer in (one, many):
+        assert answer.status == 503, answer.data
+        assert answer.headers.get("retry-after") == str(QueueUnavailable.retry_after)
+    # Nothing half written: one row, one job, the same one.
+    assert rows == {first.data["id"]}
+    assert in_redis == rows
+
+    conn.config_set("maxmemory", 0)  # room again
+    after = web.request("POST", "/api/jobs", {"type": fault_types.RECORD}, token=api_token)
+    assert after.status == 201, after.data
+    assert services.job_enqueue(type=fault_types.RECORD).status == JobStatus.QUEUED
+    rows = {str(pk) for pk in Job.objects.values_list("pk", flat=True)}
+    assert len(rows) == 3
+    assert jobs_in_redis(conn) == rows
+
+
+# --- the database stopped (pg_ctl stop -m immediate) while workers finish jobs ---------------------
+
+
+API_USER_CODE = """
+from django.contrib.auth.models import User
+from rest_framework.authtoken.models import Token
+user = User.objects.filter(username="faults").first() or User.objects.create_superuser("faults", password="faults")
+print(Token.objects.get_or_create(user=user)[0].key)
+"""
+
+
+def test_jobs_finish_while_the_database_is_stopped_and_every_end_is_in_the_history_within_10_s_of_its_restart(
+    processes, fault_types, run_log, own_postgres
+):
+    token = manage_py(own_postgres.url, API_USER_CODE)
+    env = fault_env(run_log, DATABASE_URL=own_postgres.url)
+    workers = [processes.worker(**env), processes.worker(**env)]
+    web = Web(processes, "gunicorn", **env)
+    web.start()
+    work = {"type": fault_types.RECORD, "params": {"seconds": 3, "steps": 3}}
+    created = web.request("POST", "/api/jobs", [work] * 4, token=token)
+    assert created.status == 201, created.data
+    ids = [job["id"] for job in created.data]
+
+    def through_api(job_id: str) -> dict[str, Any]:
+        answer = web.request("GET", f"/api/jobs/{job_id}", token=token)
+        assert answer.status == 200, answer.data
+        data: dict[str, Any] = answer.data
+        return data
+
+    wait_for(
+        lambda: sum(through_api(job_id)["status"] == JobStatus.STARTED for job_id in ids) == 2,
+        30,
+        message="two jobs to run, one on each worker",
+    )
+    own_postgres.stop_immediately()
+
+    # Redis does not need the database: every job runs to its end, the second two after the first two.
+    wait_for(lambda: all(rq_status_of(job_id) == "finished" for job_id in ids), 30, message="RQ to finish the jobs")
+    wait_for(
+        lambda: all("mirror: database unavailable" in processes.log(worker) for worker in workers),
+        30,
+        message="each worker's mirror to find the database gone",
+    )
+    assert web.request("GET", f"/api/jobs/{ids[0]}", token=token).status == 503
+
+    own_postgres.start()
+    restarted = time.monotonic()
+    answers: Counter[int] = Counter()
+
+    def every_end_in_the_history() -> bool:
+        statuses = []
+        for job_id in ids:
+            answer = web.request("GET", f"/api/jobs/{job_id}", token=token)
+            answers[answer.status] += 1
+            if answer.status != 200:
+                return False
+            statuses.append(answer.data["status"])
+        return statuses == [JobStatus.FINISHED] * len(ids)
+
+    wait_for(every_end_in_the_history, 30, interval=0.2, message="every end to reach the history")
+    took = time.monotonic() - restarted
+    figure(
+        f"database stopped (immediate) while 4 jobs finished: every end in the history {took:.1f}s after it "
+        f"was back (the API's answers meanwhile: {dict(answers)}); rows lost: 0"
+    )
+    assert took <= 10
+    for job_id in ids:
+        seen = through_api(job_id)
+        assert seen["attempts"] == 1
+        assert seen["progress"] == 100
+        assert seen["result"] == {"worked": 3.0}
+        assert [attempt["outcome"] for attempt in seen["timeline"]] == [AttemptOutcome.FINISHED]
+    assert run_log.runs_by_job() == Counter({job_id: 1 for job_id in ids})
+    assert all(worker.poll() is None for worker in workers), "a worker died with the database"
+
+
+def rq_status_of(job_id: str) -> str | None:
+    raw: Any = queues.redis().hget(RQJob.key_for(job_id), "status")
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+# --- a burst of 1,000 creations through the API, two workers ------------------------------------------
+
+
+def test_a_burst_of_1000_creations_through_the_api_runs_every_accepted_job_exactly_once(
+    processes, fault_types, run_log, api_token
+):
+    env = fault_env(run_log)
+    web = Web(processes, "gunicorn", **env)
+    web.start()
+    processes.worker(**env)
+    processes.worker(**env)
+    clients, per_client = 10, 100
+    answers: list[list[Answer]] = [[] for _ in range(clients)]
+
+    def client(index: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", web.port, timeout=60)
+        try:
+            for _ in range(per_client):
+                answers[index].append(
+                    web.request("POST", "/api/jobs", {"type": fault_types.RECORD}, token=api_token, conn=conn)
+                )
+        finally:
+            conn.close()
+
+    started = time.monotonic()
+    threads = [threading.Thread(target=client, args=(index,)) for index in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    created_in = time.monotonic() - started
+    flat = [answer for batch in answers for answer in batch]
+    assert len(flat) == clients * per_client
+    statuses = Counter(answer.status for answer in flat)
+    accepted = [answer.data["id"] for answer in flat if answer.status == 201]
+
+    def ended() -> int:
+        return Job.objects.filter(status__in=ENDED).count()
+
+    wait_for(lambda: ended() >= len(accepted), 180, interval=0.5, message="every accepted job to end")
+    drained_in = time.monotonic() - started
+    runs = run_log.runs_by_job()
+    figure(
+        f"burst: {len(flat)} POSTs from {clients} clients in {created_in:.1f}s ({len(flat) / created_in:.0f}/s), "
+        f"answers {dict(statuses)}; all ended {drained_in:.1f}s after the first; "
+        f"rows {Job.objects.count()}, duplicated ids {len(accepted) - len(set(accepted))}, "
+        f"runs duplicated {sum(count - 1 for count in runs.values())}"
+    )
+    assert statuses == Counter({201: clients * per_client})
+    assert len(set(accepted)) == len(accepted)
+    assert Job.objects.count() == len(accepted)
+    assert {str(pk) for pk in Job.objects.values_list("pk", flat=True)} == set(accepted)
+    assert Job.objects.filter(status=JobStatus.FINISHED).count() == len(accepted)
+    assert set(runs) == set(accepted)
+    assert set(runs.values()) == {1}
+    assert JobAttempt.objects.filter(job_id__in=accepted).count() == len(accepted)
