@@ -386,7 +386,8 @@ async def follow(
                 position[entry.stream] = entry.id
                 for message in messages_for(entry, page, actions_for):
                     yield message.frame(format_position(position))
-                cards_due = True
+                # A progress report changes no count: only transitions and changes refresh the cards.
+                cards_due = cards_due or entry.data.get("k") != events.PROGRESS
             if subscription.overflowed:
                 subscription.overflowed = False
                 yield Message("refresh").frame(None)

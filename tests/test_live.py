@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -220,11 +221,11 @@ def test_the_statistics_cards_are_refreshed_after_news_at_most_every_two_seconds
     since = position()
     conn = queues.redis()
     for percent in (1, 2, 3, 4):
-        events.emit(conn, str(job.pk), events.PROGRESS, 1, p=percent)
+        events.emit(conn, str(job.pk), events.STARTED, percent, w="w")
 
     def burst() -> None:
         for percent in (5, 6, 7):
-            events.emit(conn, str(job.pk), events.PROGRESS, 1, p=percent)
+            events.emit(conn, str(job.pk), events.STARTED, percent, w="w")
 
     async def main() -> list[str]:
         stream = follow(since)
@@ -236,6 +237,24 @@ def test_the_statistics_cards_are_refreshed_after_news_at_most_every_two_seconds
 
     names = [field(frame, "event") for frame in run(main)]
     assert names == ["cells"] * 4 + ["cards"] + ["cells"] * 3 + ["cards"]
+
+
+def test_progress_reports_alone_do_not_refresh_the_cards(monkeypatch):
+    monkeypatch.setattr(live, "CARDS_EVERY_SECONDS", 0.1)
+    job = services.job_enqueue(type="example")
+    since = position()
+    for percent in (1, 2, 3):
+        events.emit(queues.redis(), str(job.pk), events.PROGRESS, 1, p=percent)
+
+    async def main() -> list[str]:
+        stream = follow(since, keepalive=0.5)
+        got = await frames(stream, 3)
+        with contextlib.suppress(TimeoutError):
+            got += await frames(stream, 1, timeout=1.0)
+        await stream.aclose()
+        return got
+
+    assert [field(frame, "event") for frame in run(main)] == ["cells"] * 3
 
 
 def test_the_feed_is_served_as_server_sent_events_to_a_viewer():

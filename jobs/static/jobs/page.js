@@ -39,6 +39,21 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () { localize(document); });
+
+  // An action's answer says what happened in #job-message. htmx looks for that out-of-band
+  // target from the pressed button, which the live feed may have replaced meanwhile (the
+  // change is pushed before the answer arrives): put the message in place here.
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var elt = event.detail.elt;
+    if (!elt || !elt.classList || !elt.classList.contains("job-act")) return;
+    var template = document.createElement("template");
+    template.innerHTML = event.detail.xhr.responseText || "";
+    var message = template.content.getElementById("job-message");
+    var old = document.getElementById("job-message");
+    if (!message || !old) return;
+    message.removeAttribute("hx-swap-oob");
+    old.replaceWith(message);
+  });
   document.addEventListener("htmx:afterSettle", function (event) { localize(event.target); });
 
   var list = document.getElementById("job-list");
