@@ -48,6 +48,10 @@ BLOCK_MS = 5_000
 KEEPALIVE_SECONDS = 15.0
 #: At most this often a page is told to refresh its statistics cards.
 CARDS_EVERY_SECONDS = 2.0
+#: After a transition the cards are refreshed this much later (the history takes a moment to
+#: record it: the event reaches the page first) and once more a few seconds after that.
+CARDS_SETTLE_SECONDS = 0.5
+CARDS_FOLLOWUP_SECONDS = 3.0
 #: A page that falls this far behind is told to draw itself again instead.
 QUEUE_SIZE = 5_000
 #: How far back a page drawn from the database replays events (the mirror's lag is well under it).
@@ -370,8 +374,9 @@ async def follow(
     """A page's event stream: what it missed since `since` (None: from now), then everything as it happens."""
     subscription = await hub().subscribe()
     position = dict(since) if since is not None else await current_position()
-    cards_due = False
-    last_cards = 0.0
+    cards_at: float | None = None  # when to tell the page to refresh its cards
+    followups = 0
+    last_cards = float("-inf")
     try:
         yield "retry: 2000\n\n"
         missed = await read_since(position)
@@ -387,19 +392,25 @@ async def follow(
                 for message in messages_for(entry, page, actions_for):
                     yield message.frame(format_position(position))
                 # A progress report changes no count: only transitions and changes refresh the cards.
-                cards_due = cards_due or entry.data.get("k") != events.PROGRESS
+                if entry.data.get("k") != events.PROGRESS:
+                    now = time.monotonic()
+                    due = max(now + CARDS_SETTLE_SECONDS, last_cards + CARDS_EVERY_SECONDS)
+                    cards_at = due if cards_at is None else min(cards_at, due)
+                    followups = 1
             if subscription.overflowed:
                 subscription.overflowed = False
                 yield Message("refresh").frame(None)
             now = time.monotonic()
-            if cards_due and now - last_cards >= CARDS_EVERY_SECONDS:
-                cards_due, last_cards = False, now
+            if cards_at is not None and now >= cards_at:
+                last_cards = now
+                cards_at = now + CARDS_FOLLOWUP_SECONDS if followups else None
+                followups = max(0, followups - 1)
                 yield Message("cards").frame(None)
-            wait = keepalive if not cards_due else max(0.05, CARDS_EVERY_SECONDS - (now - last_cards))
+            wait = keepalive if cards_at is None else max(0.05, min(keepalive, cards_at - now))
             try:
                 entry = await asyncio.wait_for(subscription.queue.get(), timeout=wait)
             except TimeoutError:
-                if not cards_due:
+                if cards_at is None:
                     yield ": keepalive\n\n"
                 pending = []
                 continue

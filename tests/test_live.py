@@ -217,6 +217,8 @@ def test_a_bulk_too_big_to_send_row_by_row_asks_the_page_to_draw_itself_again():
 
 def test_the_statistics_cards_are_refreshed_after_news_at_most_every_two_seconds(monkeypatch):
     monkeypatch.setattr(live, "CARDS_EVERY_SECONDS", 2.0)
+    monkeypatch.setattr(live, "CARDS_SETTLE_SECONDS", 0.0)
+    monkeypatch.setattr(live, "CARDS_FOLLOWUP_SECONDS", 60.0)
     job = services.job_enqueue(type="example")
     since = position()
     conn = queues.redis()
@@ -282,3 +284,23 @@ def test_the_feed_is_served_as_server_sent_events_to_a_viewer():
     assert 'aria-valuenow="55"' in chunks[1]
     # The page can tell where the stream was when the job's row was drawn.
     assert field(chunks[1], "event") == "cells"
+
+
+def test_after_a_transition_the_cards_are_refreshed_once_the_history_has_it_and_once_more(monkeypatch):
+    monkeypatch.setattr(live, "CARDS_SETTLE_SECONDS", 0.3)
+    monkeypatch.setattr(live, "CARDS_FOLLOWUP_SECONDS", 0.5)
+    job = services.job_enqueue(type="example")
+    since = position()
+    events.emit(queues.redis(), str(job.pk), events.STARTED, 1, w="w")
+
+    async def main() -> tuple[list[str], float]:
+        stream = follow(since, keepalive=5)
+        started = time.monotonic()
+        got = await frames(stream, 3)
+        elapsed = time.monotonic() - started
+        await stream.aclose()
+        return got, elapsed
+
+    got, elapsed = run(main)
+    assert [field(frame, "event") for frame in got] == ["cells", "cards", "cards"]
+    assert elapsed >= 0.7  # settle, then the follow-up
