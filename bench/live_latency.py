@@ -55,7 +55,6 @@ import platform
 import re
 import select
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -66,6 +65,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: `bench` must import
+from bench.api_scale import free_port, log, percentile
 
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
@@ -129,26 +131,8 @@ OBSERVER_JS = """
 CELL_RE = re.compile(r'id="job-([0-9a-f-]{36})-progress".*?<small class="job-progress-text">([^<]*)</small>', re.DOTALL)
 
 
-def log(message: str) -> None:
-    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {message}\n")
-    sys.stderr.flush()
-
-
-def percentile(values: list[float], pct: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(pct / 100 * len(ordered) + 0.5 - 1e-9)))
-    return ordered[rank - 1]
-
-
 def fmt(value: float | None, spec: str = ".0f") -> str:
     return "-" if value is None else format(value, spec)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def progress_text(percent: Any, message: Any) -> str:

@@ -5,15 +5,18 @@ from __future__ import annotations
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 from django.contrib.auth.models import Group, Permission, User
 from django.test import override_settings
+from django.utils import timezone
 
-from jobs import queues, registry
+from jobs import queues, registry, services
 from jobs.models import Job
+from jobs.statuses import JobStatus
 
 VIEWERS, OPERATORS = "Job viewers", "Job operators"
 
@@ -85,3 +88,15 @@ def redis_at(port: int, *, cache_too: bool = False) -> Iterator[None]:
             yield
     finally:
         forget_redis_connections()
+
+
+def one_job_in_each_state(user: User) -> SimpleNamespace:
+    """A job in each state an action cares about."""
+    now = timezone.now()
+    return SimpleNamespace(
+        queued=services.job_enqueue(type="example", user=user),
+        scheduled=services.job_enqueue(type="example", delay_seconds=600, user=user),
+        failed=history_row(JobStatus.FAILED, attempts=3, error="RuntimeError: boom", ended_at=now),
+        finished=history_row(JobStatus.FINISHED, attempts=1, ended_at=now),
+        started=history_row(JobStatus.STARTED, attempts=1, started_at=now),
+    )

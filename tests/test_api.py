@@ -45,6 +45,7 @@ from tests.helpers import (
     closed_port,
     history_row,
     make_user,
+    one_job_in_each_state,
     put,
     redis_at,
 )
@@ -143,15 +144,7 @@ def stranger() -> APIClient:
 
 @pytest.fixture
 def jobs_in_states(operator_user: User) -> SimpleNamespace:
-    """A job in each state an action cares about."""
-    now = timezone.now()
-    return SimpleNamespace(
-        queued=services.job_enqueue(type="example", user=operator_user),
-        scheduled=services.job_enqueue(type="example", delay_seconds=600, user=operator_user),
-        failed=history_row(JobStatus.FAILED, attempts=3, error="RuntimeError: boom", ended_at=now),
-        finished=history_row(JobStatus.FINISHED, attempts=1, ended_at=now),
-        started=history_row(JobStatus.STARTED, attempts=1, started_at=now),
-    )
+    return one_job_in_each_state(operator_user)
 
 
 @pytest.fixture

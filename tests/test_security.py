@@ -42,7 +42,7 @@ from jobs.errors import InvalidParams, JobError, UnknownJobType
 from jobs.models import Job, JobAudit
 from jobs.registry import SECRET_MASK, secret
 from jobs.statuses import JobStatus
-from tests.helpers import OPERATORS, VIEWERS, closed_port, history_row, make_user
+from tests.helpers import OPERATORS, VIEWERS, closed_port, history_row, make_user, one_job_in_each_state
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -123,15 +123,7 @@ def operator_user() -> User:
 
 @pytest.fixture
 def jobs_in_states(operator_user: User) -> SimpleNamespace:
-    """A job in each state an action cares about."""
-    now = timezone.now()
-    return SimpleNamespace(
-        queued=services.job_enqueue(type="example", user=operator_user),
-        scheduled=services.job_enqueue(type="example", delay_seconds=600, user=operator_user),
-        failed=history_row(JobStatus.FAILED, attempts=3, error="RuntimeError: boom", ended_at=now),
-        finished=history_row(JobStatus.FINISHED, attempts=1, ended_at=now),
-        started=history_row(JobStatus.STARTED, attempts=1, started_at=now),
-    )
+    return one_job_in_each_state(operator_user)
 
 
 @pytest.fixture
