@@ -42,17 +42,21 @@
 
   // An action's answer says what happened in #job-message. htmx looks for that out-of-band
   // target from the pressed button, which the live feed may have replaced meanwhile (the
-  // change is pushed before the answer arrives): put the message in place here.
-  document.addEventListener("htmx:afterRequest", function (event) {
+  // change is pushed before the answer arrives), and a detached button's events reach no
+  // listener: so watch the request itself, from when it is sent, and put the message in place.
+  document.addEventListener("htmx:beforeSend", function (event) {
     var elt = event.detail.elt;
     if (!elt || !elt.classList || !elt.classList.contains("job-act")) return;
-    var template = document.createElement("template");
-    template.innerHTML = event.detail.xhr.responseText || "";
-    var message = template.content.getElementById("job-message");
-    var old = document.getElementById("job-message");
-    if (!message || !old) return;
-    message.removeAttribute("hx-swap-oob");
-    old.replaceWith(message);
+    var xhr = event.detail.xhr;
+    xhr.addEventListener("loadend", function () {
+      var template = document.createElement("template");
+      template.innerHTML = xhr.responseText || "";
+      var message = template.content.getElementById("job-message");
+      var old = document.getElementById("job-message");
+      if (!message || !old) return;
+      message.removeAttribute("hx-swap-oob");
+      old.replaceWith(message);
+    });
   });
   document.addEventListener("htmx:afterSettle", function (event) { localize(event.target); });
 
