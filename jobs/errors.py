@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import redis
+
 
 class JobError(Exception):
     """Base of every error a service raises on purpose."""
@@ -38,9 +40,24 @@ class ActionNotAllowed(JobError):
 
 
 class QueueUnavailable(JobError):
-    """Redis could not be reached; nothing was written."""
+    """Redis could not be reached; nothing was written.
+
+    Its text is what a user may read, so it never carries the Redis error (whose text names
+    the host and port): the cause is logged where it is caught (`jobs.rqstore.unavailable`)
+    and kept as `__cause__`."""
 
     retry_after = 5
+    message = "The job queue is unavailable; try again shortly."
 
-    def __init__(self, detail: str = ""):
-        super().__init__("the job queue (Redis) is unavailable" + (f": {detail}" if detail else ""))
+    def __init__(self) -> None:
+        super().__init__(self.message)
+
+
+#: Redis failures that mean "the queue is unavailable" (answered with 503, nothing written), or,
+#: in a worker, "Redis blinked": its bookkeeping waits for Redis rather than failing a job.
+REDIS_ERRORS: tuple[type[Exception], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.OutOfMemoryError,  # maxmemory reached with noeviction
+    OSError,
+)

@@ -91,6 +91,10 @@ class JsonOrTextField(forms.CharField):
             return json.loads(text)
         except ValueError:
             return text
+        except RecursionError:  # nested deeper than Python reads: the same rule as params nested too deep
+            raise forms.ValidationError(
+                f"must not nest lists and objects over {registry.MAX_PARAMS_DEPTH} levels deep", code="too_deep"
+            ) from None
 
 
 class JobCreateForm(forms.Form):

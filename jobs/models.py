@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.db import models
 from django.db.models import Value
-from django.db.models.functions import Cast, Concat, Upper
+from django.db.models.functions import Cast, Coalesce, Concat, Upper
 from django.utils import timezone
 
 from jobs.statuses import AttemptOutcome, JobStatus
+
+
+class SearchParamsField(models.JSONField):
+    """A job's params as search may read them, set from its `type` and `params` whenever the
+    row is written (by `save()` and by `jobs.sql`'s bulk writes alike): None when they hold
+    no secret, else with every secret masked (`jobs.registry.searchable_params`)."""
+
+    def pre_save(self, model_instance: models.Model, add: bool) -> Any:
+        from jobs import registry
+
+        value = registry.searchable_params(getattr(model_instance, "type", ""), getattr(model_instance, "params", None))
+        setattr(model_instance, self.attname, value)
+        return value
 
 
 class Job(models.Model):
@@ -55,14 +69,8 @@ class Job(models.Model):
         related_name="+",
         db_index=False,  # job_created_by_idx leads with it
     )
-    #: What `search` looks through: params and error, upper-cased (trigram-indexed on Postgres).
-    search_text = models.GeneratedField(
-        expression=Upper(
-            Concat(Cast("params", models.TextField()), Value("\n"), "error", output_field=models.TextField())
-        ),
-        output_field=models.TextField(),
-        db_persist=True,
-    )
+    #: The params as search reads them when they hold a secret (masked); None otherwise: see `SEARCH_TEXT`.
+    search_params = SearchParamsField(null=True, blank=True, editable=False)
     #: Order of the last transition applied by the mirror (attempt * 4 + phase):
     #: events may arrive twice or out of order, and only newer ones apply.
     mirror_seq = models.PositiveIntegerField(default=0, editable=False)
@@ -91,6 +99,20 @@ class Job(models.Model):
         if self.started_at and self.ended_at:
             return (self.ended_at - self.started_at).total_seconds()
         return None
+
+
+#: What `search` looks through (`Job.objects.alias(search_text=SEARCH_TEXT)`): the params (as
+#: `search_params` has them when they hold a secret, so no secret can be found by searching for it)
+#: and the error, upper-cased. On PostgreSQL a trigram index is built on this very expression
+#: (migration 0010): a query that uses it as it is gets the index.
+SEARCH_TEXT = Upper(
+    Concat(
+        Cast(Coalesce("search_params", "params"), models.TextField()),
+        Value("\n"),
+        "error",
+        output_field=models.TextField(),
+    )
+)
 
 
 class JobAttempt(models.Model):

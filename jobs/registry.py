@@ -153,21 +153,27 @@ class JobType:
         size = len(json.dumps(raw, default=str))
         if size > MAX_PARAMS_BYTES:
             raise InvalidParams({"params": [f"must be at most {MAX_PARAMS_BYTES} bytes as JSON, not {size}"]})
-        try:
-            model = self.params.model_validate(raw)
-        except ValidationError as exc:
-            # Only the messages: pydantic's text would quote the input, secrets included.
-            errors: dict[str, list[str]] = {}
-            for error in exc.errors(include_input=False):
-                where = ".".join(str(part) for part in error["loc"]) or "params"
-                errors.setdefault(where, []).append(error["msg"])
-            raise InvalidParams(errors) from None
+        model = self.parse(raw)
         dumped = model.model_dump(mode="json")
         for name in self.secret_params & dumped.keys():
             value = getattr(model, name, None)
             if isinstance(value, SecretStr):
                 dumped[name] = value.get_secret_value()  # stored as given: the job needs it
         return dumped
+
+    def parse(self, raw: Any) -> BaseModel:
+        """The params as the job's function takes them (its params model), or raise InvalidParams.
+
+        The error says which params are wrong and why, never what they hold: pydantic's own
+        text quotes the input, secrets included, and would end up in a traceback or a log."""
+        try:
+            return self.params.model_validate(raw)
+        except ValidationError as exc:
+            errors: dict[str, list[str]] = {}
+            for error in exc.errors(include_input=False, include_context=False, include_url=False):
+                where = ".".join(str(part) for part in error["loc"]) or "params"
+                errors.setdefault(where, []).append(error["msg"])
+            raise InvalidParams(errors) from None
 
     @cached_property
     def secret_params(self) -> frozenset[str]:
@@ -259,6 +265,17 @@ def masked_params(type_name: str, params: Any) -> Any:
     A type no longer registered has no known secrets: its params are shown as stored."""
     spec = _registry.get(type_name)
     return params if spec is None else spec.masked(params)
+
+
+def searchable_params(type_name: str, params: Any) -> Any:
+    """What search may read of a job's params (`jobs.models.Job.search_params`): None when they
+    hold no secret (search reads them as stored), else the params with every secret masked.
+
+    A type no longer registered has no known secrets, as in `masked_params`."""
+    spec = _registry.get(type_name)
+    if spec is None or not isinstance(params, dict) or not spec.secret_params & params.keys():
+        return None
+    return spec.masked(params)
 
 
 def names() -> frozenset[str]:

@@ -6,6 +6,11 @@ product the dashboard only shows: every request other than GET and HEAD is
 refused, and so are its action pages. Jobs are acted on in the admin's Jobs
 pages (or the API), which keep the history right. The same guard covers both
 places the dashboard is served: `/django-rq/` and the admin's "Django-RQ" link.
+
+Its job page shows a job's arguments: the product's jobs carry their params there,
+secrets included (the worker needs them). The page is drawn with `ShownJob` instead
+(templates/django_rq/job_detail.html), whose params are masked as everywhere else
+(`jobs.registry.JobType.masked`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ from django_rq import views as rq_views
 from django_rq.admin import QueueAdmin
 from django_rq.models import Dashboard
 from django_rq.urls import get_admin_urlpatterns, get_api_urlpatterns
+from rq.job import Job as RQJob
+
+from jobs import registry
+from jobs.rqstore import RUN_FUNC
 
 View = Callable[..., HttpResponse]
 
@@ -87,6 +96,25 @@ def _read_only_patterns(patterns: list[URLPattern], login: Callable[[View], View
 def _dashboard_page(view: View) -> View:
     """A django-rq page under /django-rq/: staff only (the admin's login), read-only."""
     return read_only(admin.site.admin_view(view), admin.site.admin_view)
+
+
+class ShownJob:
+    """An RQ job as django-rq's job page shows it: everything as RQ has it, but the arguments
+    of a job the product runs, `(type, params)`, have the type's secret params masked."""
+
+    def __init__(self, rq_job: RQJob):
+        self._job = rq_job
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._job, name)
+
+    @property
+    def args(self) -> tuple[Any, ...]:
+        args = tuple(self._job.args or ())
+        if self._job.func_name != RUN_FUNC or len(args) != 2:
+            return args  # not the product's: no params of a job type
+        type_name, params = args
+        return (type_name, registry.masked_params(type_name, params))
 
 
 class ReadOnlyQueueAdmin(QueueAdmin):

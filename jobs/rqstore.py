@@ -15,7 +15,11 @@ or the scheduler does to the same job:
 from __future__ import annotations
 
 import contextlib
+import logging
+import time
+import weakref
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 import redis as redis_lib
@@ -23,23 +27,24 @@ from rq.job import Job as RQJob
 from rq.job import Retry
 
 from jobs import events, queues, registry, runner
-from jobs.errors import QueueUnavailable
+from jobs.errors import REDIS_ERRORS, QueueUnavailable
 
 if TYPE_CHECKING:
     from redis.client import Pipeline
 
     from jobs.models import Job
 
+log = logging.getLogger(__name__)
+
 #: What every RQ job of the product calls: nothing else can run (see `jobs.runner`).
 RUN_FUNC = f"{runner.run.__module__}.{runner.run.__qualname__}"
 
-#: Redis failures that mean "the queue is unavailable": answered with 503, nothing written.
-REDIS_ERRORS: tuple[type[Exception], ...] = (
-    redis_lib.ConnectionError,
-    redis_lib.TimeoutError,
-    redis_lib.exceptions.OutOfMemoryError,  # maxmemory reached with noeviction
-    OSError,
-)
+
+def unavailable(exc: BaseException) -> QueueUnavailable:
+    """The `QueueUnavailable` to raise (``from exc``) for a Redis failure: the failure is logged
+    here, and only a generic message goes on (Redis's own names its host and port)."""
+    log.warning("the job queue is unavailable: %s: %s", type(exc).__name__, exc)
+    return QueueUnavailable()
 
 
 @contextlib.contextmanager
@@ -48,7 +53,7 @@ def unavailable_on_error() -> Iterator[None]:
     try:
         yield
     except REDIS_ERRORS as exc:
-        raise QueueUnavailable(str(exc)) from exc
+        raise unavailable(exc) from exc
 
 
 class MirroredJob(RQJob):
@@ -76,10 +81,25 @@ class MirroredJob(RQJob):
             )
         events.emit(pipeline, self.id, events.STARTED, attempt, w=worker_name, mx=events.max_attempts(self))
 
+    #: Set by the worker on a run that must not be retried whatever retries are left (see
+    #: `jobs.worker`); `retries_left` itself still counts the attempts.
+    no_retry = False
+
+    @property
+    def should_retry(self) -> bool:
+        return not self.no_retry and super().should_retry
+
     def _execute(self) -> Any:
         if self.func_name != RUN_FUNC and not runner.allowed_external(self.func_name):
             raise runner.refusal(self.func_name)
         return super()._execute()
+
+
+def job_type(rq_job: RQJob) -> registry.JobType | None:
+    """The registered type an RQ job runs, or None (a job the product did not create, or a type since removed)."""
+    if rq_job.func_name != RUN_FUNC or not rq_job.args:
+        return None
+    return registry.find(rq_job.args[0])
 
 
 def _preview(job: RQJob) -> str:
@@ -131,20 +151,33 @@ def push(rows: Sequence[Job]) -> None:
     """Put the rows' jobs on their queues (or in the scheduled registry) in one round trip."""
     with queues.redis().pipeline() as pipe:
         pipe.multi()
-        stage(rows, pipe)
-        pipe.execute()
+        landing = stage(rows, pipe)
+        send(pipe, landing)
 
 
-def stage(rows: Sequence[Job], pipe: Any) -> None:
+@dataclass
+class Landing:
+    """What a staged transaction adds, for `send` to take back when Redis runs it too late."""
+
+    #: queue key -> how many ids the transaction pushes at its tail
+    pushed: dict[str, int] = field(default_factory=dict)
+    #: the scheduled registries it adds to, and the jobs it schedules
+    scheduled: set[str] = field(default_factory=set)
+    scheduled_ids: list[str] = field(default_factory=list)
+
+
+def stage(rows: Sequence[Job], pipe: Any) -> Landing:
     """Add to a pipeline what puts the rows' jobs on their queues (or in the scheduled registry).
 
     What `Queue.enqueue_job` writes, but with one RPUSH per queue for all its
     jobs instead of a status write, a queue-set write and a push per job, and
     one RQ job object per queue and timeout, re-pointed at each row and saved.
+    Send the pipeline with `send`.
     """
     from django.utils import timezone
 
     now = timezone.now()
+    landing = Landing()
     ready: dict[str, list[str]] = {}
     shared: dict[tuple[str, int], RQJob] = {}
     for row in rows:
@@ -153,6 +186,8 @@ def stage(rows: Sequence[Job], pipe: Any) -> None:
         due = row.scheduled_for
         if due is not None and due > now:
             queue.schedule_job(build_rq_job(row, spec), due, pipeline=pipe)
+            landing.scheduled.add(queue.scheduled_job_registry.key)
+            landing.scheduled_ids.append(row.rq_id)
             continue
         rq_job = shared.get((row.queue, row.timeout))
         if rq_job is None:
@@ -166,6 +201,76 @@ def stage(rows: Sequence[Job], pipe: Any) -> None:
         queue = queues.get_queue(name)
         pipe.sadd(queue.redis_queues_keys, queue.key)
         pipe.rpush(queue.key, *job_ids)
+        landing.pushed[queue.key] = len(job_ids)
+    return landing
+
+
+#: Run last in a staged transaction. KEYS: the queue lists pushed to, the scheduled registries
+#: added to. ARGV: the deadline (Redis clock, seconds), how many queue lists, the job hash key
+#: prefix, how many ids were pushed at the tail of each list, then the scheduled job ids.
+#: Returns 1 when in time; when late, takes back all the transaction added and returns 0.
+_VOID_IF_LATE = """
+local clock = redis.call('time')
+if tonumber(clock[1]) + tonumber(clock[2]) / 1000000 <= tonumber(ARGV[1]) then return 1 end
+local lists, prefix = tonumber(ARGV[2]), ARGV[3]
+for i = 1, lists do
+    local pushed = tonumber(ARGV[3 + i])
+    for _, id in ipairs(redis.call('lrange', KEYS[i], -pushed, -1)) do redis.call('del', prefix .. id) end
+    redis.call('ltrim', KEYS[i], 0, -pushed - 1)
+end
+for j = 4 + lists, #ARGV do
+    for i = lists + 1, #KEYS do redis.call('zrem', KEYS[i], ARGV[j]) end
+    redis.call('del', prefix .. ARGV[j])
+end
+return 0
+"""
+
+#: Per connection pool (one Redis server): (Redis clock - this process's clock, when measured).
+_clocks: weakref.WeakKeyDictionary[Any, tuple[float, float]] = weakref.WeakKeyDictionary()
+CLOCK_CHECK_SECONDS = 300.0
+
+
+def _redis_clock_offset(pool: Any) -> float:
+    """How far the Redis server's clock is ahead of this process's (measured every few minutes)."""
+    now = time.monotonic()
+    known = _clocks.get(pool)
+    if known is None or now - known[1] > CLOCK_CHECK_SECONDS:
+        before = time.time()
+        seconds, micros = cast(tuple[int, int], redis_lib.Redis(connection_pool=pool).time())
+        after = time.time()
+        known = _clocks[pool] = (seconds + micros / 1_000_000 - (before + after) / 2, now)
+    return known[0]
+
+
+def send(pipe: Any, landing: Landing) -> list[Any]:
+    """Execute a transaction built with `stage`; its answers, without the guard's.
+
+    A client that waits longer than its socket timeout gives up (the caller answers 503 and
+    rolls its rows back), but a Redis that was only slow (paused, swapping) still runs the
+    transaction it received: its jobs would run without rows. So the transaction ends with a
+    guard that takes back all it added when Redis runs it after half the client's timeout,
+    and a late run is refused here too: the caller's rows roll back, nothing runs.
+    """
+    timeout = pipe.connection_pool.connection_kwargs.get("socket_timeout")
+    if not timeout:
+        return list(pipe.execute())  # the client waits as long as Redis takes: it always hears
+    deadline = time.time() + _redis_clock_offset(pipe.connection_pool) + timeout / 2
+    keys = [*landing.pushed, *landing.scheduled]
+    pipe.eval(
+        _VOID_IF_LATE,
+        len(keys),
+        *keys,
+        f"{deadline:.6f}",
+        len(landing.pushed),
+        RQJob.redis_job_namespace_prefix,
+        *landing.pushed.values(),
+        *landing.scheduled_ids,
+    )
+    *answers, in_time = pipe.execute()
+    if not in_time:
+        log.warning("the job queue ran a transaction too late to answer in time: taken back")
+        raise QueueUnavailable()
+    return answers
 
 
 def fetch(job_id: str) -> RQJob | None:
@@ -242,8 +347,6 @@ return 1
 def take_off(queue_name: str, job_id: str) -> bool:
     """Take a waiting job off its queue, the schedule and its dependencies, atomically; False when
     it was on none of them (a worker has taken it, or Redis has forgotten it)."""
-    import time
-
     queue = queues.get_queue(queue_name)
     keys = [
         queue.key,

@@ -6,11 +6,15 @@ code a job can reach is a registered job type, whatever ends up in Redis.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from rq import get_current_job
 
 from jobs import events, registry
+from jobs.errors import REDIS_ERRORS
+
+log = logging.getLogger(__name__)
 
 
 class JobRefused(RuntimeError):
@@ -32,8 +36,13 @@ def refusal(callable_name: str | None) -> JobRefused:
 
 
 def run(type_name: str, params: dict[str, Any]) -> Any:
+    """Run a job: its type's function with its params, validated again here.
+
+    Stored params that no longer validate (the type changed while the job waited, or an
+    old job is retried) fail the job with `InvalidParams`, which names the params and what
+    is wrong, never their values: its text becomes the job's error and the worker's log."""
     job_type = registry.get(type_name)
-    validated = job_type.params.model_validate(params)
+    validated = job_type.parse(params)
     return job_type.func(validated)
 
 
@@ -51,7 +60,13 @@ def report_progress(percent: float, message: str = "") -> None:
     last = getattr(job, "_last_reported_progress", None)
     if last == (value, message):
         return
-    if events.backlog.over(job.connection):
-        return  # the history is behind: progress is what the stream can do without (not remembered as sent)
+    try:
+        if events.backlog.over(job.connection):
+            return  # the history is behind: progress is what the stream can do without (not remembered as sent)
+        events.emit(job.connection, job.id, events.PROGRESS, events.attempt_number(job), p=value, m=message or None)
+    except REDIS_ERRORS as exc:
+        # A report is worth less than the job's work: Redis blinking (a restart) must not fail the
+        # job and have its work done again. Not remembered as sent: the next report tries again.
+        log.warning("job %s: progress %s%% not reported, Redis unavailable (%s)", job.id, value, exc)
+        return
     job._last_reported_progress = (value, message)  # type: ignore[attr-defined]
-    events.emit(job.connection, job.id, events.PROGRESS, events.attempt_number(job), p=value, m=message or None)

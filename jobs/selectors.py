@@ -19,10 +19,10 @@ from django.db.models.functions import Upper
 from django.utils import timezone
 from rq.worker import Worker as RQWorker
 
-from jobs import events, queues, registry, stats
+from jobs import events, queues, registry, rqstore, stats
 from jobs.errors import InvalidJobRequest
 from jobs.mirror import oldest_unapplied_ms
-from jobs.models import Job, JobAttempt, JobAudit
+from jobs.models import SEARCH_TEXT, Job, JobAttempt, JobAudit
 from jobs.scheduler import LOCK_KEY as SCHEDULER_LOCK
 from jobs.statuses import JobStatus
 from jobs.worker import PRODUCT_WORKERS, alive_key
@@ -88,8 +88,10 @@ class JobFilter(django_filters.FilterSet):
         term = value.strip()
         if not term:
             return queryset
-        # Upper-case the term with the database's own UPPER, as the column was: Python's
-        # differs (ß -> SS; SQLite's UPPER leaves non-ASCII letters alone).
+        # SEARCH_TEXT as it is: on PostgreSQL its trigram index serves the search. Upper-case
+        # the term with the database's own UPPER, as the text is: Python's differs (ß -> SS;
+        # SQLite's UPPER leaves non-ASCII letters alone).
+        queryset = queryset.alias(search_text=SEARCH_TEXT)
         condition = Q(search_text__contains=Upper(Value(term)))
         escaped = json.dumps(term)[1:-1]
         if escaped != term:
@@ -170,6 +172,7 @@ def _age(moment: datetime | None, now: datetime) -> float | None:
     return None if moment is None else round(max(0.0, (now - moment).total_seconds()), 3)
 
 
+@rqstore.unavailable_on_error()
 def queue_health() -> dict[str, dict[str, Any]]:
     """Live state of each queue, from Redis: waiting jobs, the oldest one's age, paused."""
     conn = queues.redis()
@@ -205,6 +208,7 @@ def queue_health() -> dict[str, dict[str, Any]]:
     return result
 
 
+@rqstore.unavailable_on_error()
 def workers() -> list[dict[str, Any]]:
     """The workers registered in Redis, with how long ago each last showed it was alive.
 
@@ -249,6 +253,7 @@ def workers() -> list[dict[str, Any]]:
     return sorted(result, key=lambda worker: worker["name"])
 
 
+@rqstore.unavailable_on_error()
 def scheduler_state() -> dict[str, Any]:
     """Whether a scheduler process is active: it holds a lock in Redis that it renews every tick."""
     conn = queues.redis()
@@ -263,6 +268,7 @@ def scheduler_state() -> dict[str, Any]:
     }
 
 
+@rqstore.unavailable_on_error()
 def mirror_state() -> dict[str, Any]:
     """The mirror's backlog: transitions written by workers that are not in the database yet."""
     conn = queues.redis()
@@ -358,7 +364,9 @@ def health_warnings(
 
 
 def health() -> dict[str, Any]:
-    """Queue health: queues, workers, the scheduler, the mirror, failure rates, and warnings."""
+    """Queue health: queues, workers, the scheduler, the mirror, failure rates, and warnings.
+
+    Raises `QueueUnavailable` when Redis cannot be reached."""
     queue_info = queue_health()
     worker_list = workers()
     for name, info in queue_info.items():
@@ -377,7 +385,9 @@ def health() -> dict[str, Any]:
 
 
 def job_stats() -> dict[str, Any]:
-    """Counts for every status (per queue and in total), queue health, workers, recent throughput."""
+    """Counts for every status (per queue and in total), queue health, workers, recent throughput.
+
+    Raises `QueueUnavailable` when Redis cannot be reached."""
     counts = stats.status_counts()
     statuses = [status.value for status in JobStatus]
     per_queue: dict[str, dict[str, int]] = {}

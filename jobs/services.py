@@ -34,7 +34,7 @@ from rq.job import JobStatus as RQStatus
 from rq.registry import ScheduledJobRegistry
 
 from jobs import events, queues, registry, rqstore, sql
-from jobs.errors import ActionNotAllowed, InvalidJobRequest, QueueUnavailable
+from jobs.errors import ActionNotAllowed, InvalidJobRequest
 from jobs.models import Job, JobAudit
 from jobs.statuses import (
     ALLOWED_BY_ACTION,
@@ -208,10 +208,10 @@ def jobs_enqueue(*, requests: Sequence[JobRequest], user: AbstractBaseUser | Ano
         with rqstore.unavailable_on_error(), transaction.atomic(), queues.redis().pipeline() as pipe:
             pipe.multi()
             with sql.inserting(Job, rows):
-                rqstore.stage(rows, pipe)  # built while the database takes the rows; nothing sent yet
+                landing = rqstore.stage(rows, pipe)  # built while the database takes the rows; nothing sent yet
             # The rows are in but not committed: if Redis fails, they roll back. A worker
             # may see a job before the commit; the mirror waits for its row.
-            pipe.execute()
+            rqstore.send(pipe, landing)
             sent = True
     except DatabaseError as exc:
         if sent:
@@ -357,8 +357,7 @@ def jobs_retry(*, job_ids: Sequence[Any], user: User = None, via: str = VIA_CODE
         with queues.redis().pipeline() as pipe:
             pipe.multi()
             rqstore.forget(retried, pipe)
-            rqstore.stage(retried, pipe)
-            pipe.execute()
+            rqstore.send(pipe, rqstore.stage(retried, pipe))
     _announce(events.CHANGED, retried)
     return retried, skipped
 
@@ -413,7 +412,7 @@ def job_stop(*, job: Job, user: User = None, via: str = VIA_CODE) -> Job:
         # Redis has it waiting, or has forgotten it: no worker runs it (the mirror or the reconciler will tell).
         raise ActionNotAllowed("stop", "not running on any worker", STOPPABLE) from exc
     except rqstore.REDIS_ERRORS as exc:
-        raise QueueUnavailable(str(exc)) from exc
+        raise rqstore.unavailable(exc) from exc
     _audit([job], "stop", user, via)
     return job
 
@@ -518,8 +517,15 @@ def job_give_up_on(*, job: Job, outcome: str, reason: str) -> Job:
         row.ended_at = now
         row.mirror_seq = max(row.mirror_seq, row.attempts * 4 + 2)
         retry = spec is not None and spec.retry.retry_lost and row.attempts < row.max_attempts
-        row.status = JobStatus.QUEUED if retry else JobStatus(outcome if outcome in JobStatus.values else "lost")
-        if retry:
+        # A delayed job Redis forgot is scheduled again for its time, not run at once.
+        still_delayed = row.status == JobStatus.SCHEDULED and row.scheduled_for is not None and row.scheduled_for > now
+        if not retry:
+            row.status = JobStatus(outcome if outcome in JobStatus.values else "lost")
+        elif still_delayed:
+            row.status = JobStatus.SCHEDULED
+            row.ended_at = None
+        else:
+            row.status = JobStatus.QUEUED
             row.enqueued_at = now
             row.scheduled_for = None
             row.ended_at = None
@@ -532,7 +538,7 @@ def job_give_up_on(*, job: Job, outcome: str, reason: str) -> Job:
             rqstore.forget_executions(queue, [row.rq_id], pipe)
             if retry:
                 pipe.delete(RQJob.key_for(row.rq_id))
-                queue.enqueue_job(rqstore.build_rq_job(row, registry.get(row.type)), pipeline=pipe)
+                rqstore.send(pipe, rqstore.stage([row], pipe))  # on its queue, or scheduled for its time
             else:
                 rq_job = rqstore.fetch(row.rq_id)
                 if rq_job is not None:
@@ -540,7 +546,7 @@ def job_give_up_on(*, job: Job, outcome: str, reason: str) -> Job:
                     queue.failed_job_registry.add(
                         rq_job, ttl=rqstore.setting("JOBS_FAILURE_TTL"), exc_string=reason, pipeline=pipe
                     )
-            pipe.execute()
+                pipe.execute()
     _announce(events.CHANGED, [row])
     return row
 

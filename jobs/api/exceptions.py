@@ -3,7 +3,7 @@
 400 {"detail": "...", "errors": {"field": ["message", ...]}}
 401/403/404/405/429 {"detail": "..."}
 409 {"detail": "cannot retry a job that is started (...)"}
-503 {"detail": "the job queue (Redis) is unavailable ..."} with Retry-After
+503 {"detail": "The job queue is unavailable; try again shortly."} with Retry-After (the cause is logged)
 """
 
 from __future__ import annotations
@@ -62,8 +62,10 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response | Non
     if isinstance(exc, ActionNotAllowed):
         return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
     if isinstance(exc, QueueUnavailable | redis.RedisError | ConnectionError | TimeoutError):
-        log.warning("answering 503: %s", exc)
-        return unavailable(str(QueueUnavailable(str(exc))) if not isinstance(exc, QueueUnavailable) else str(exc))
+        if not isinstance(exc, QueueUnavailable):  # (a QueueUnavailable's cause was logged where it was raised)
+            log.warning("answering 503: %s: %s", type(exc).__name__, exc)
+        # Never Redis's own text: it names the host and port.
+        return unavailable(QueueUnavailable.message)
     if isinstance(exc, DatabaseError):
         log.warning("answering 503: database error %s", exc)
         return unavailable("the database is unavailable")

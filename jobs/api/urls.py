@@ -1,7 +1,6 @@
 from django.urls import path, re_path
-from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from jobs.api import views
+from jobs.api import docs, views
 
 app_name = "jobs-api"
 
@@ -17,11 +16,12 @@ urlpatterns = [
     re_path(r"^queues/(?P<name>[^/]+)/pause/?$", views.QueuePauseApi.as_view(), name="queue-pause"),
     re_path(r"^queues/(?P<name>[^/]+)/resume/?$", views.QueueResumeApi.as_view(), name="queue-resume"),
     path("auth/token/", views.TokenApi.as_view(), name="token"),
-    path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="jobs-api:schema"), name="docs"),
+    # For users who are logged in (SERVE_PERMISSIONS): see jobs.api.docs.
+    path("schema/", docs.SchemaApi.as_view(), name="schema"),
+    path("docs/", docs.SwaggerPage.as_view(url_name="jobs-api:schema"), name="docs"),
     path(
         "redoc/",
-        SpectacularRedocView.as_view(url_name="jobs-api:schema", template_name="jobs/api/redoc.html"),
+        docs.RedocPage.as_view(url_name="jobs-api:schema", template_name="jobs/api/redoc.html"),
         name="redoc",
     ),
 ]
