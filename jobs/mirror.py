@@ -51,6 +51,8 @@ WAITING_RETRY_MAX = 1.0
 BATCH_LINGER_SECONDS = 0.2
 #: Pending events of a consumer idle this long are taken over by another.
 CLAIM_IDLE_MS = 30_000
+#: The key a mirror keeps fresh while it (and the worker or scheduler it serves) is alive.
+ALIVE_KEY = "jobs:worker-alive:{}"
 #: Applied events stay on the stream this long for live readers.
 RETENTION_SECONDS = 120
 
@@ -289,6 +291,20 @@ def oldest_unapplied_ms(conn: Redis) -> int | None:
     return oldest
 
 
+def alive_key(name: str) -> str:
+    """The liveness key of the worker (or scheduler) `name`, kept fresh by its mirror."""
+    return ALIVE_KEY.format(name)
+
+
+def pending_by_consumer(conn: Redis) -> dict[str, int]:
+    """How many events each consumer of the mirror group has read but not acknowledged."""
+    try:
+        consumers: Any = conn.xinfo_consumers(events.STREAM, events.GROUP)
+    except redis_lib.ResponseError:  # no stream or no group yet
+        return {}
+    return {_text(consumer["name"]): int(consumer["pending"]) for consumer in consumers}
+
+
 class Drainer:
     """Reads the event stream as one consumer of the mirror group and applies it."""
 
@@ -368,6 +384,35 @@ class Drainer:
             # Still not visible: look again less and less often, not in a tight loop.
             self._waiting_retry = min(self._waiting_retry * 2, WAITING_RETRY_MAX)
         return len(result.applied)
+
+    def claim_from(self, consumers: Iterable[str], limit: int = 10_000) -> int:
+        """Take over what `consumers` (known dead) have read but not applied; returns how many events."""
+        taken = 0
+        for name in consumers:
+            while taken < limit:
+                entries: Any = self.redis.xpending_range(
+                    events.STREAM, events.GROUP, min="-", max="+", count=self.batch_size, consumername=name
+                )
+                if not entries:
+                    break
+                ids = [entry["message_id"] for entry in entries]
+                self.redis.xclaim(events.STREAM, events.GROUP, self.consumer, 0, ids, justid=True)
+                taken += len(ids)
+        return taken
+
+    def apply_own_pending(self) -> int:
+        """Apply what this consumer has read but not applied (and nothing new); returns how many."""
+        applied = 0
+        after = "0"
+        while True:
+            batch = self._read(after, None)
+            if not batch:
+                return applied
+            after = batch[-1].id
+            result = apply_events(batch)
+            if result.applied:
+                self.redis.xack(events.STREAM, events.GROUP, *result.applied)
+            applied += len(result.applied)
 
     def _apply_one_by_one(self, batch: list[Event]) -> ApplyResult:
         result = ApplyResult()
@@ -474,6 +519,7 @@ class MirrorThread(threading.Thread):
             except redis_lib.RedisError as exc:
                 log.warning("mirror: Redis unavailable (%s); retrying in %.1fs", exc, wait)
                 group_ready = False
+                self._last_alive = 0.0  # beat as soon as Redis is back: a restarted Redis has no key
                 if self._sleep_or_stop(wait) and stopping:
                     break
                 wait = min(wait * 2, 5.0)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -30,13 +30,16 @@ from rq.job import Job as RQJob
 from rq.worker import Worker as RQWorker
 
 from jobs import queues, services
-from jobs.mirror import oldest_unapplied_ms
+from jobs.mirror import Drainer, oldest_unapplied_ms, pending_by_consumer
 from jobs.models import Job
 from jobs.statuses import ACTIVE, JobStatus
 from jobs.worker import PRODUCT_WORKERS, alive_key
 
 log = logging.getLogger(__name__)
 
+#: The consumer name under which the reconciler applies what dead mirrors left.
+RECONCILER = "reconciler"
+LOST_REASON = "Redis no longer has this job"
 #: A waiting row younger than this is not judged: its job may still be on its way.
 GRACE = timedelta(seconds=30)
 #: The mirror counts as behind when an unapplied event is older than this.
@@ -59,17 +62,66 @@ def mirror_backlog_age(conn: Redis) -> float:
 
 
 def _worker_alive(conn: Redis, names: list[str]) -> dict[str, bool]:
+    """Whether each worker still beats: a product worker by its liveness key, another by RQ's key.
+
+    A worker that has registered its death is dead at once: RQ keeps its key (with a `death`
+    field) for 60 s after it left, and a product worker leaves `PRODUCT_WORKERS` on its way out
+    (cold shutdown: its job was killed with it).
+    """
     with conn.pipeline() as pipe:
         for name in names:
+            rq_key = RQWorker.redis_worker_namespace_prefix + name
             pipe.exists(alive_key(name))
             pipe.sismember(PRODUCT_WORKERS, name)
-            pipe.exists(RQWorker.redis_worker_namespace_prefix + name)
+            pipe.exists(rq_key)
+            pipe.hexists(rq_key, "death")
         answers: Any = pipe.execute()
     alive = {}
     for index, name in enumerate(names):
-        has_alive_key, is_product, has_rq_key = answers[index * 3 : index * 3 + 3]
-        alive[name] = bool(has_alive_key) if is_product else bool(has_rq_key)
+        has_alive_key, is_product, has_rq_key, has_died = answers[index * 4 : index * 4 + 4]
+        alive[name] = bool(has_alive_key) if is_product else bool(has_rq_key) and not has_died
     return alive
+
+
+def _redis_younger_than(conn: Redis, seconds: float) -> bool:
+    """Whether Redis (re)started less than `seconds` ago: a restart without persistence forgets
+    every liveness key, and live workers write theirs again only within their beat."""
+    info: Any = conn.info("server")
+    return int(info.get("uptime_in_seconds", seconds)) < seconds
+
+
+def _past_its_timeout(row: Job, now: datetime, margin: timedelta) -> bool:
+    """Whether the row's attempt started longer ago than a run may last (its worker kills it at its timeout)."""
+    if row.started_at is None:
+        return True
+    limit = timedelta(seconds=row.timeout) if row.timeout and row.timeout > 0 else timedelta(days=1)
+    return row.started_at < now - limit - margin
+
+
+def take_over_from_dead_mirrors(conn: Redis) -> int:
+    """Apply the events that mirrors of dead workers had read but not applied; returns how many.
+
+    A worker's mirror reads events in batches; killed with its worker, it leaves them pending,
+    and other mirrors would take them only after `CLAIM_IDLE_MS`. A mirror that beats
+    (product workers and schedulers keep a liveness key) is never robbed.
+    """
+    holders = [name for name, pending in pending_by_consumer(conn).items() if pending and name != RECONCILER]
+    if not holders:
+        return 0
+    with conn.pipeline() as pipe:
+        for name in holders:
+            pipe.exists(alive_key(name))
+        beating: Any = pipe.execute()
+    dead = [name for name, beats in zip(holders, beating, strict=True) if not beats]
+    if not dead:
+        return 0
+    drainer = Drainer(conn, consumer=RECONCILER)
+    drainer.ensure_group()
+    claimed = drainer.claim_from(dead)
+    applied = drainer.apply_own_pending() if claimed else 0
+    if claimed:
+        log.info("reconciler: applied %s of %s events left by dead mirrors %s", applied, claimed, ", ".join(dead))
+    return applied
 
 
 def reconcile() -> ReconcileReport:
@@ -81,9 +133,14 @@ def reconcile() -> ReconcileReport:
         log.warning("reconciler: the mirror is behind; judging no job this round")
         return report
 
+    # What dead workers' mirrors had read but not applied (a job's end, say) is applied first:
+    # it is the truth the verdicts below would otherwise contradict.
+    take_over_from_dead_mirrors(conn)
+
     dead_after = timedelta(seconds=settings.JOBS_WORKER_DEAD_AFTER)
     cutoff = timezone.now() - GRACE
     watched = [status for status in ACTIVE if status != JobStatus.PENDING]
+    liveness_unknown: bool | None = None  # read once, when a started job is to be judged
     last_pk = None
     while True:
         chunk_qs = Job.objects.filter(status__in=watched).order_by("pk")
@@ -101,6 +158,7 @@ def reconcile() -> ReconcileReport:
                 "created_at",
                 "started_at",
                 "max_attempts",
+                "timeout",
             )[:CHUNK]
         )
         if not chunk:
@@ -113,16 +171,33 @@ def reconcile() -> ReconcileReport:
         started_workers = sorted(
             {row.worker_name for row in chunk if row.status == JobStatus.STARTED and row.worker_name}
         )
+        if started_workers and liveness_unknown is None:
+            liveness_unknown = _redis_younger_than(conn, settings.JOBS_WORKER_DEAD_AFTER)
         alive = _worker_alive(conn, started_workers) if started_workers else {}
+        now = timezone.now()
         for row, in_redis in zip(chunk, exists, strict=True):
-            if row.status != JobStatus.STARTED and row.created_at > cutoff:
-                continue  # a waiting row may still be on its way; a started one was seen by a worker
-            if not in_redis:
-                services.job_give_up_on(job=row, outcome=JobStatus.LOST, reason="Redis no longer has this job")
-                report.lost += 1
-            elif row.status == JobStatus.STARTED and row.worker_name and not alive.get(row.worker_name, True):
-                if row.started_at and row.started_at > timezone.now() - dead_after:
+            if row.status != JobStatus.STARTED:
+                if row.created_at > cutoff:
+                    continue  # a waiting row may still be on its way
+                if not in_redis:
+                    services.job_give_up_on(job=row, outcome=JobStatus.LOST, reason=LOST_REASON)
+                    report.lost += 1
+                continue
+            # A started job is judged by its worker first: one that still beats may still be
+            # running it, even when Redis has forgotten the job (a restart without persistence).
+            if liveness_unknown or (row.started_at and row.started_at > now - dead_after):
+                continue
+            worker_alive = alive.get(row.worker_name, True) if row.worker_name else True
+            if worker_alive:
+                if in_redis or not _past_its_timeout(row, now, dead_after):
                     continue
+                # Redis forgot it and no run can last this long: its end was lost with Redis.
+                services.job_give_up_on(job=row, outcome=JobStatus.LOST, reason=LOST_REASON)
+                report.lost += 1
+            elif not in_redis:
+                services.job_give_up_on(job=row, outcome=JobStatus.LOST, reason=LOST_REASON)
+                report.lost += 1
+            else:
                 services.job_give_up_on(
                     job=row, outcome=JobStatus.ABANDONED, reason=f"worker {row.worker_name} died while running this job"
                 )

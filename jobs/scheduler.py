@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 
 from jobs import queues, services, stats
-from jobs.mirror import MirrorThread
+from jobs.mirror import MirrorThread, alive_key
 from jobs.reconcile import reconcile
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,11 @@ class Scheduler:
             reconcile()
 
     def run(self) -> None:
-        mirror = MirrorThread(redis_lib.Redis(**{**self.redis.connection_pool.connection_kwargs}), consumer=self.name)
+        mirror = MirrorThread(
+            redis_lib.Redis(**{**self.redis.connection_pool.connection_kwargs}),
+            consumer=self.name,
+            alive_key=alive_key(self.name),  # so that the reconciler never takes over what it reads
+        )
         mirror.start()
         log.info("%s started (tick %.1fs, reconcile every %.0fs)", self.name, self.tick, self.reconcile_every)
         try:

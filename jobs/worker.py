@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import logging
 import math
 import os
 import signal
@@ -29,24 +30,28 @@ import rq
 from django.conf import settings
 from redis import Redis
 from redis.client import Pipeline
+from rq.exceptions import InvalidJobOperation
 from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
+from rq.worker import WorkerStatus
 
-from jobs import events, queues
-from jobs.mirror import MirrorProcess
+from jobs import events, queues, rqstore
+from jobs.errors import REDIS_ERRORS
+from jobs.mirror import MirrorProcess, alive_key
 from jobs.rqstore import MirroredJob
 
-ALIVE_KEY = "jobs:worker-alive:{}"
 #: Seconds a worker trusts what it read of the paused queues.
 PAUSE_REFRESH = 1.0
 #: Longest wait on the queues not paused before looking at the pauses again.
 PAUSE_POLL = 5
 #: Names of the workers that keep a liveness key (the reconciler trusts only theirs).
 PRODUCT_WORKERS = "jobs:product-workers"
+#: The error of a run whose end is unknown: RQ's for a horse that died, ours for an end Redis refused.
+HORSE_DIED = "Work-horse terminated unexpectedly"
+END_NOT_RECORDED = "Redis was unavailable when the job ended: its outcome could not be recorded"
+OUTCOME_UNKNOWN = (HORSE_DIED, END_NOT_RECORDED)
 
-
-def alive_key(worker_name: str) -> str:
-    return ALIVE_KEY.format(worker_name)
+log = logging.getLogger(__name__)
 
 
 def _result_limit(conn: Redis) -> int:
@@ -74,8 +79,15 @@ class MirrorWorkerMixin:
     def handle_job_failure(
         self, job: RQJob, queue: rq.Queue, started_job_registry: Any = None, exc_string: str = ""
     ) -> None:
+        stopped = self._stopped_job_id == job.id
+        if not stopped and exc_string.startswith(OUTCOME_UNKNOWN):
+            # The run was cut short (its horse killed, by the out-of-memory killer say) and may have
+            # done its work: run again only where the type allows lost work to run again.
+            spec = rqstore.job_type(job)
+            if isinstance(job, MirroredJob) and (spec is None or not spec.retry.retry_lost):
+                job.no_retry = True
         # RQ forgets both facts before it cleans the execution up, where the event is written.
-        self._failure = (exc_string, self._stopped_job_id == job.id)
+        self._failure = (exc_string, stopped)
         try:
             super().handle_job_failure(job, queue, started_job_registry=started_job_registry, exc_string=exc_string)  # type: ignore[misc]
         finally:
@@ -127,6 +139,75 @@ class MirrorWorkerMixin:
             q=requeued,
         )
 
+    # --- Redis blinking around a job ------------------------------------------------
+
+    def execute_job(self, job: RQJob, queue: rq.Queue) -> None:
+        """RQ's, but a Redis failure around the job does not end the worker (RQ's loop quits on one).
+
+        The worker waits for Redis, watches a horse still running to its end, and records an end
+        the horse could not write as a run whose outcome is unknown.
+        """
+        try:
+            super().execute_job(job, queue)  # type: ignore[misc]
+            return
+        except REDIS_ERRORS as exc:
+            log.warning("worker %s: Redis failed around job %s (%s); waiting for it", self.name, job.id, exc)
+        while True:
+            if not self._wait_for_redis():
+                return  # asked to stop meanwhile
+            try:
+                if getattr(self, "_horse_pid", 0):
+                    self.monitor_work_horse(job, queue)  # type: ignore[attr-defined]
+                self._settle(job, queue)
+                self.set_state(WorkerStatus.IDLE)  # type: ignore[attr-defined]
+                return
+            except REDIS_ERRORS as exc:
+                log.warning("worker %s: Redis failed again (%s)", self.name, exc)
+
+    def _wait_for_redis(self) -> bool:
+        """Wait until Redis answers; False when the worker was asked to stop meanwhile."""
+        wait = 0.5
+        while not getattr(self, "_stop_requested", False):
+            try:
+                self.connection.ping()
+                return True
+            except REDIS_ERRORS:
+                time.sleep(wait)
+                wait = min(wait * 2, 5.0)
+        return False
+
+    def _settle(self, job: RQJob, queue: rq.Queue) -> None:
+        """After Redis came back: record the job's end if nobody could."""
+        try:
+            rq_status = job.get_status(refresh=True)
+        except InvalidJobOperation:
+            return  # Redis forgot the job (a restart): the reconciler judges its row
+        if rq_status == RQStatus.STARTED:
+            self.handle_job_failure(job, queue, exc_string=END_NOT_RECORDED)
+
+    def heartbeat(self, *args: Any, **kwargs: Any) -> None:
+        """RQ's heartbeat; a beat Redis refuses is logged and skipped (the next one comes soon)."""
+        try:
+            super().heartbeat(*args, **kwargs)  # type: ignore[misc]
+        except REDIS_ERRORS as exc:
+            if kwargs.get("pipeline") is not None:
+                raise
+            log.warning("worker %s: heartbeat not written, Redis unavailable (%s)", self.name, exc)
+
+    def maintain_heartbeats(self, job: RQJob) -> None:
+        try:
+            super().maintain_heartbeats(job)  # type: ignore[misc]
+        except REDIS_ERRORS as exc:
+            log.warning("worker %s: heartbeat of job %s not written (%s)", self.name, job.id, exc)
+
+    def set_current_job_working_time(self, working_time: float, pipeline: Pipeline | None = None) -> None:
+        try:
+            super().set_current_job_working_time(working_time, pipeline=pipeline)  # type: ignore[misc]
+        except REDIS_ERRORS as exc:
+            if pipeline is not None:
+                raise
+            log.warning("worker %s: working time not written (%s)", self.name, exc)
+
     # --- paused queues ----------------------------------------------------------
 
     _paused: frozenset[str] = frozenset()
@@ -161,7 +242,7 @@ class MirrorWorkerMixin:
             elif not active:
                 if timeout is None:  # burst mode: nothing this worker may take
                     return None
-                self.heartbeat()  # type: ignore[attr-defined]
+                self.heartbeat()
                 time.sleep(PAUSE_REFRESH)
                 continue
             else:

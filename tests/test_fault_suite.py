@@ -22,19 +22,12 @@ them is skipped. Run alone: `pytest -m slow -k "test_faults or test_fault_suite"
 from __future__ import annotations
 
 import http.client
-import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import suppress
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from types import ModuleType
@@ -51,13 +44,25 @@ from rq.job import Job as RQJob
 
 from jobs import events, queues, services
 from jobs.errors import QueueUnavailable
-from jobs.mirror import Drainer, apply_events
+from jobs.mirror import Drainer, apply_events, pending_by_consumer
 from jobs.models import Job, JobAttempt
 from jobs.reconcile import MIRROR_BEHIND_SECONDS, mirror_backlog_age, reconcile
 from jobs.scheduler import LOCK_KEY
 from jobs.statuses import TERMINAL, AttemptOutcome, JobStatus
-from tests.conftest import BASE_DIR, Processes, wait_for
-from tests.helpers import closed_port, make_user, redis_at
+from tests.conftest import wait_for
+from tests.fault_servers import (
+    POSTGRES_BIN,
+    REDIS_SERVER,
+    Answer,
+    OwnPostgres,
+    OwnRedis,
+    RunLog,
+    Web,
+    fault_env,
+    jobs_in_redis,
+    manage_py,
+)
+from tests.helpers import make_user, redis_at
 from tests.test_faults import (
     alive,
     database_unavailable_to_other_processes,
@@ -72,9 +77,6 @@ from tests.test_faults import (
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
-REDIS_SERVER = shutil.which("redis-server")
-POSTGRES_BIN = Path(os.environ.get("FAULTS_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
-GUNICORN = Path(sys.executable).with_name("gunicorn")
 ENDED = TERMINAL  # nothing more happens to a job in these statuses unless someone retries it
 
 
@@ -96,60 +98,9 @@ def fault_types() -> Iterator[ModuleType]:
     fault_job_types.unregister()
 
 
-@dataclass(frozen=True)
-class Run:
-    kind: str  # start, end (returned), fail (raised), overlap (another run of the job was under way)
-    job_id: str
-    attempt: int
-    pid: int
-    at: float
-    extra: str
-
-
-class RunLog:
-    """The file the `faults-record` jobs append a line to when a run starts and when it ends."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def lines(self) -> list[Run]:
-        if not self.path.exists():
-            return []
-        runs = []
-        for line in self.path.read_text().splitlines():
-            kind, job_id, attempt, pid, at, *extra = line.split()
-            runs.append(Run(kind, job_id, int(attempt), int(pid), float(at), " ".join(extra)))
-        return runs
-
-    def of_kind(self, kind: str, job: Job | None = None) -> list[Run]:
-        return [run for run in self.lines() if run.kind == kind and (job is None or run.job_id == str(job.id))]
-
-    def starts(self, job: Job | None = None) -> list[Run]:
-        return self.of_kind("start", job)
-
-    def overlaps(self) -> list[Run]:
-        """Runs that started while an earlier run of the same job was still under way elsewhere."""
-        return self.of_kind("overlap")
-
-    def runs_by_job(self) -> Counter[str]:
-        return Counter(run.job_id for run in self.starts())
-
-    def horse_running(self, job: Job, attempt: int = 1) -> int:
-        """The pid of the work horse running the job's attempt (from its start line)."""
-        starts = wait_for(
-            lambda: [run for run in self.starts(job) if run.attempt == attempt], 30, message=f"job {job.id} to start"
-        )
-        return int(starts[-1].pid)
-
-
 @pytest.fixture
 def run_log(tmp_path: Path) -> RunLog:
     return RunLog(tmp_path / "runs.log")
-
-
-def fault_env(run_log: RunLog, **extra: str) -> dict[str, str]:
-    """The environment of a process that must know the fault job types and log their runs."""
-    return {"JOBS_MODULES": "tests.fault_job_types", "FAULTS_RUN_LOG": str(run_log.path), **extra}
 
 
 # --- what the API says --------------------------------------------------------------------------
@@ -181,102 +132,11 @@ def api_job(api: APIClient, job: Job) -> dict[str, Any]:
     return data
 
 
-# --- a redis-server of the test's own -------------------------------------------------------------
-
-
-class OwnRedis:
-    """A redis-server started by the tests, on a free port, without persistence: a restart empties it.
-
-    It uses the database number the test settings use, so `tests.helpers.redis_at(port)`
-    points this process at it and `url` points the processes the test starts at it.
-    """
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = closed_port()
-        self.db = int(settings.RQ_QUEUES["default"]["DB"])
-        self.process: subprocess.Popen[bytes] | None = None
-        self.paused = False
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/{self.db}"
-
-    def client(self, timeout: float = 2.0) -> redis_lib.Redis:
-        return redis_lib.Redis(
-            host="127.0.0.1", port=self.port, db=self.db, socket_timeout=timeout, socket_connect_timeout=timeout
-        )
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def answers(self) -> bool:
-        try:
-            return bool(self.client().ping())
-        except redis_lib.RedisError:
-            return False
-
-    def start(self) -> None:
-        assert REDIS_SERVER is not None
-        assert not self.running
-        self.process = subprocess.Popen(
-            [
-                REDIS_SERVER,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-                "--logfile",
-                str(self.directory / "redis.log"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        wait_for(self.answers, 10, interval=0.05, message=f"redis-server to answer on port {self.port}")
-
-    def stop(self) -> None:
-        """SIGTERM: it exits without saving anything (no persistence configured)."""
-        if not self.running:
-            return
-        assert self.process is not None
-        self.resume()
-        self.process.terminate()
-        self.process.wait(10)
-
-    def pause(self) -> None:
-        """`kill -STOP`: connections are still accepted (by the kernel), nothing is answered."""
-        assert self.process is not None
-        os.kill(self.process.pid, signal.SIGSTOP)
-        self.paused = True
-
-    def resume(self) -> None:
-        if self.paused and self.process is not None:
-            os.kill(self.process.pid, signal.SIGCONT)
-        self.paused = False
-
-    def reset(self) -> None:
-        """Running, answering, empty, without a memory limit."""
-        self.resume()
-        if not self.running:
-            self.start()
-        conn = self.client()
-        conn.config_set("maxmemory", 0)
-        conn.flushall()
-
-
 @pytest.fixture(scope="module")
 def own_redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnRedis]:
     if REDIS_SERVER is None:
         pytest.skip("redis-server is not installed")
-    server = OwnRedis(tmp_path_factory.mktemp("own-redis"))
+    server = OwnRedis(tmp_path_factory.mktemp("own-redis"), db=int(settings.RQ_QUEUES["default"]["DB"]))
     server.start()
     yield server
     server.stop()
@@ -291,226 +151,16 @@ def own_redis(own_redis_server: OwnRedis) -> Iterator[OwnRedis]:
     own_redis_server.resume()
 
 
-def jobs_in_redis(conn: redis_lib.Redis) -> set[str]:
-    """The ids of the RQ jobs a Redis holds."""
-    prefix = RQJob.redis_job_namespace_prefix
-    ids = set()
-    for key in conn.scan_iter(match=f"{prefix}*", count=1000):
-        name = key.decode()[len(prefix) :]
-        if ":" not in name:  # not a job's sub-key (dependents, results)
-            ids.add(name)
-    return ids
-
-
-# --- the web server, as deployed ------------------------------------------------------------------
-
-
-@dataclass
-class Answer:
-    status: int
-    headers: dict[str, str]
-    data: Any
-    seconds: float
-
-
-class Web:
-    """`gunicorn queueproject.asgi:application -k uvicorn_worker.UvicornWorker --workers 1` on a free port.
-
-    As the Procfile runs it: with a pool of database connections (DB_POOL, PostgreSQL only).
-    """
-
-    def __init__(self, processes: Processes, name: str, **env: str) -> None:
-        self.processes = processes
-        self.port = closed_port()
-        self.env = {"DB_POOL": "true", "JOBS_API_WRITE_RATE": "1000000/min", **env}
-        self.log_path = processes.tmp_path / f"{name}.log"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [
-                    str(GUNICORN),
-                    "queueproject.asgi:application",
-                    "-k",
-                    "uvicorn_worker.UvicornWorker",
-                    "--workers",
-                    "1",
-                    "--bind",
-                    f"127.0.0.1:{self.port}",
-                ],
-                cwd=BASE_DIR,
-                env=self.processes.env(**self.env),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        # Stopped with the test's other processes (SIGTERM to its group, then SIGKILL).
-        self.processes.started.append((self.process, self.log_path))
-        wait_for(self._answers, 30, interval=0.1, message=f"gunicorn to answer on port {self.port}")
-
-    def _answers(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            pytest.fail(f"gunicorn exited early:\n{self.log_path.read_text(errors='replace')}")
-        try:
-            return self.request("GET", "/healthz", timeout=2).status == 200
-        except OSError:
-            return False
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        token: str | None = None,
-        timeout: float = 30,
-        conn: http.client.HTTPConnection | None = None,
-    ) -> Answer:
-        own = conn is None
-        conn = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        headers = {"Host": "127.0.0.1", "Accept": "application/json"}
-        if token:
-            headers["Authorization"] = f"Token {token}"
-        payload = None
-        if body is not None:
-            payload = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        started = time.monotonic()
-        try:
-            conn.request(method, path, body=payload, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
-        finally:
-            if own:
-                conn.close()
-        seconds = time.monotonic() - started
-        data = json.loads(raw) if raw and response.getheader("Content-Type", "").startswith("application/json") else raw
-        return Answer(response.status, {k.lower(): v for k, v in response.getheaders()}, data, seconds)
-
-
-# --- a PostgreSQL cluster of the test's own -----------------------------------------------------------
-
-
-class OwnPostgres:
-    """A PostgreSQL cluster started by the tests in a temporary directory, on a free port, migrated.
-
-    As root, the server runs as the `postgres` user (PostgreSQL refuses to run as root).
-    """
-
-    def __init__(self) -> None:
-        self.directory = Path(tempfile.mkdtemp(prefix="faults-postgres-"))
-        self.data = self.directory / "data"
-        self.port = closed_port()
-        self.name = "faults"
-        self.as_user: str | None = "postgres" if os.geteuid() == 0 else None
-        if self.as_user:
-            shutil.chown(self.directory, self.as_user, self.as_user)
-
-    @property
-    def url(self) -> str:
-        return f"postgres://postgres@127.0.0.1:{self.port}/{self.name}"
-
-    def _run(self, *args: str) -> None:
-        subprocess.run(
-            args,
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            user=self.as_user,
-            group=self.as_user,
-            cwd=self.directory,
-        )
-
-    def init(self) -> None:
-        self._run(
-            str(POSTGRES_BIN / "initdb"),
-            "-D",
-            str(self.data),
-            "-U",
-            "postgres",
-            "-A",
-            "trust",
-            "--no-sync",
-            "-E",
-            "UTF8",
-        )
-
-    def start(self) -> None:
-        options = f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run(
-            str(POSTGRES_BIN / "pg_ctl"),
-            "-D",
-            str(self.data),
-            "-o",
-            options,
-            "-l",
-            str(self.directory / "log"),
-            "-w",
-            "start",
-        )
-
-    def stop_immediately(self) -> None:
-        """`pg_ctl stop -m immediate`: every connection is cut, nothing is shut down cleanly."""
-        self._run(str(POSTGRES_BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
-
-    def running(self) -> bool:
-        return (self.data / "postmaster.pid").exists()
-
-    def query(self, sql: str, params: Any = None) -> list[Any]:
-        import psycopg
-
-        with psycopg.connect(
-            host="127.0.0.1", port=self.port, user="postgres", dbname=self.name, autocommit=True
-        ) as conn:
-            return list(conn.execute(sql, params).fetchall())
-
-    def create_database(self) -> None:
-        import psycopg
-
-        with psycopg.connect(
-            host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", autocommit=True
-        ) as conn:
-            conn.execute(f'CREATE DATABASE "{self.name}"')
-
-    def remove(self) -> None:
-        if self.running():
-            with suppress(subprocess.CalledProcessError):
-                self.stop_immediately()
-        shutil.rmtree(self.directory, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
 def own_postgres() -> Iterator[OwnPostgres]:
     if not (POSTGRES_BIN / "initdb").exists():
         pytest.skip(f"no PostgreSQL server binaries in {POSTGRES_BIN} (set FAULTS_POSTGRES_BIN)")
     cluster = OwnPostgres()
     try:
-        cluster.init()
-        cluster.start()
-        cluster.create_database()
-        subprocess.run(
-            [sys.executable, "manage.py", "migrate", "-v0"],
-            cwd=BASE_DIR,
-            env={**os.environ, "DATABASE_URL": cluster.url},
-            check=True,
-        )
+        cluster.prepare()
         yield cluster
     finally:
         cluster.remove()
-
-
-def manage_py(database_url: str, code: str) -> str:
-    """Run Python in `manage.py shell` against a database; returns what it printed."""
-    done = subprocess.run(
-        [sys.executable, "manage.py", "shell", "--no-imports", "-c", code],
-        cwd=BASE_DIR,
-        env={**os.environ, "DATABASE_URL": database_url, "LOG_LEVEL": "WARNING"},
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return done.stdout.strip().splitlines()[-1]
 
 
 # --- a job that raises, times out, returns what JSON cannot hold, or returns 10 MB ---------------
@@ -599,15 +249,6 @@ def test_a_killed_work_horse_fails_its_attempt_and_the_job_runs_again_where_its_
     assert [attempt["outcome"] for attempt in seen["timeline"]] == [first.outcome, AttemptOutcome.FINISHED]
 
 
-HORSE_KILL_RETRIED = (
-    "Defect: a work horse killed alone (SIGKILL, the out-of-memory killer) is retried by RQ's own Retry even when "
-    "the type says retry_lost=False (as `email` does): jobs/rqstore.py point_at gives every RQ job "
-    "Retry(max_attempts - 1) and jobs/worker.py _emit_end records the failure with its retry; retry_lost is only "
-    "read by the reconciler (services.job_give_up_on)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=HORSE_KILL_RETRIED)
 def test_a_killed_work_horse_is_not_run_again_by_itself_when_its_type_must_not_run_twice(
     processes, fault_types, run_log, api
 ):
@@ -632,14 +273,6 @@ def test_a_killed_work_horse_is_not_run_again_by_itself_when_its_type_must_not_r
 # --- a worker shut down cold: SIGTERM, then SIGTERM again while its job runs ----------------------
 
 
-COLD_SHUTDOWN_JUDGED_LATE = (
-    "Defect: a worker shut down cold leaves its job `started` for about 60 s, not JOBS_WORKER_DEAD_AFTER: on its "
-    "way out the worker leaves jobs:product-workers (jobs/worker.py, work()), so jobs/reconcile.py _worker_alive "
-    "judges it by RQ's own key rq:worker:<name>, which RQ's register_death keeps 60 s (EXPIRE 60, with a death field)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=COLD_SHUTDOWN_JUDGED_LATE)
 def test_a_worker_shut_down_cold_leaves_its_job_abandoned_and_it_runs_again_once_where_its_type_allows(
     processes, fault_types, run_log, api
 ):
@@ -675,7 +308,7 @@ def test_a_worker_shut_down_cold_leaves_its_job_abandoned_and_it_runs_again_once
         verdict_deadline() + 5,
         message="both jobs to be judged (promised within JOBS_WORKER_DEAD_AFTER + JOBS_RECONCILE_INTERVAL)",
     )
-    judged = max(job.updated_at.timestamp() for job in (again, once)) - shut_at
+    judged = max(timeline(job)[0].ended_at.timestamp() for job in (again, once)) - shut_at
     figure(f"worker shut down cold: its job judged abandoned {judged:.1f}s after the second SIGTERM")
 
     wait_for_status(again, ENDED, 30)
@@ -793,16 +426,6 @@ def test_the_reconciler_judges_no_job_while_the_mirror_is_behind_after_a_databas
     assert "the mirror is behind; judging no job this round" in processes.log(scheduler)
 
 
-END_ON_THE_STREAM_JUDGED = (
-    "Defect: the reconciler judges a job whose end is on the event stream but not yet in the history when that "
-    "event is younger than MIRROR_BEHIND_SECONDS (30 s) (jobs/reconcile.py reconcile()); a dead worker's "
-    "delivered but unapplied events wait CLAIM_IDLE_MS (30 s) before another mirror takes them (jobs/mirror.py). "
-    "A job its worker finished just before it died (killed inside the mirror's batch window, or stopped during a "
-    "database outage shorter than 30 s) is marked abandoned and run again"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=END_ON_THE_STREAM_JUDGED)
 @pytest.mark.django_db(transaction=True)
 def test_the_reconciler_leaves_alone_a_job_whose_end_is_on_the_stream_but_not_yet_in_the_history(fault_types):
     job = services.job_enqueue(type=fault_types.RECORD)
@@ -822,7 +445,10 @@ def test_the_reconciler_leaves_alone_a_job_whose_end_is_on_the_stream_but_not_ye
 
     job.refresh_from_db()
     assert (report.abandoned, report.lost) == (0, 0), "a finished job was judged dead and queued to run again"
-    assert job.status == JobStatus.STARTED  # until its end is applied
+    # The reconciler applied what the dead worker's mirror had read: the job's true end.
+    assert job.status == JobStatus.FINISHED
+    assert [attempt.outcome for attempt in timeline(job)] == [AttemptOutcome.FINISHED]
+    assert pending_by_consumer(conn).get("gone", 0) == 0
 
 
 # --- Redis restarted without persistence -----------------------------------------------------------
@@ -900,15 +526,6 @@ def restart_redis_for(own_redis: OwnRedis, seconds: float) -> None:
     own_redis.start()
 
 
-PROGRESS_REPORT_FAILS_THE_JOB = (
-    "Defect: a job that reports its progress fails when Redis refuses connections for a moment (a restart), "
-    "although its own work does not need Redis: jobs/runner.py report_progress lets the Redis error out into the "
-    "job. The attempt fails and is retried, so work already done is done again (`email` reports its progress "
-    "after sending: the e-mail goes out twice)"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=PROGRESS_REPORT_FAILS_THE_JOB)
 def test_a_job_reporting_progress_through_a_1_s_redis_restart_finishes_on_its_first_attempt(
     processes, fault_types, run_log, own_redis, api
 ):
@@ -926,15 +543,6 @@ def test_a_job_reporting_progress_through_a_1_s_redis_restart_finishes_on_its_fi
     assert [attempt.outcome for attempt in timeline(job)] == [AttemptOutcome.FINISHED]
 
 
-WORKER_QUITS_ON_REDIS_ERROR = (
-    "Defect: a worker whose job ends while Redis refuses connections (a restart) exits for good, 'found an "
-    "unhandled exception, quitting...': the Redis error of RQ's monitor_work_horse (set_current_job_working_time) "
-    "reaches RQ's work loop, which stops; jobs/worker.py Worker does not guard it. Under honcho (scripts/start.sh) "
-    "one process exiting stops every process"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=WORKER_QUITS_ON_REDIS_ERROR)
 def test_a_worker_whose_job_ends_while_redis_restarts_keeps_working(processes, fault_types, run_log, own_redis, api):
     env = fault_env(run_log, REDIS_URL=own_redis.url)
     worker = processes.worker(**env)
@@ -949,14 +557,6 @@ def test_a_worker_whose_job_ends_while_redis_restarts_keeps_working(processes, f
     assert worker.poll() is None, [line for line in processes.log(worker).splitlines() if "quitting" in line]
 
 
-RUNNING_JOB_MARKED_LOST = (
-    "Defect: a job running on a live worker when Redis restarts empty is marked lost at the next reconciler round "
-    "and, where its type allows, enqueued again at once: another worker runs it while the first still does. "
-    "jobs/reconcile.py reconcile() tests `not in_redis` before the worker's liveness, for started rows too"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=RUNNING_JOB_MARKED_LOST)
 def test_a_job_running_through_a_redis_restart_is_not_run_a_second_time_meanwhile(
     processes, fault_types, run_log, own_redis, api
 ):
@@ -981,13 +581,6 @@ def test_a_job_running_through_a_redis_restart_is_not_run_a_second_time_meanwhil
     assert [attempt.outcome for attempt in timeline(job)] == [AttemptOutcome.FINISHED]
 
 
-LOST_DELAYED_JOB_RUNS_EARLY = (
-    "Defect: a delayed job that Redis lost is run at once, long before its time: jobs/services.py job_give_up_on "
-    "clears scheduled_for and enqueues it now, where it should schedule it again for scheduled_for"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=LOST_DELAYED_JOB_RUNS_EARLY)
 def test_a_delayed_job_redis_lost_does_not_run_before_its_time(processes, fault_types, run_log, own_redis, api):
     env = fault_env(run_log, REDIS_URL=own_redis.url)
     processes.worker(**env)
@@ -1054,15 +647,6 @@ def test_creating_a_job_answers_503_within_3_s_while_redis_refuses_or_hangs_and_
     assert web.process.poll() is None
 
 
-HUNG_ENQUEUE_LANDS_LATER = (
-    "Defect: a job refused with QueueUnavailable while Redis hangs still reaches Redis when it wakes up, without "
-    "its row: jobs/services.py jobs_enqueue sends the MULTI/EXEC pipeline, times out reading the answer and rolls "
-    "the row back, but Redis executes the transaction it had already received; a worker then runs a job the caller "
-    "was told was not created"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=HUNG_ENQUEUE_LANDS_LATER)
 @pytest.mark.django_db(transaction=True)
 def test_a_job_refused_while_redis_hangs_never_reaches_redis_afterwards(fault_types, own_redis):
     # A process that has created a job before (as any web process soon has): its connection

@@ -13,7 +13,7 @@ from django.test import override_settings
 
 from jobs import queues, services
 from jobs.errors import QueueUnavailable
-from jobs.models import Job
+from jobs.models import Job, JobAudit
 from tests.conftest import SilentServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -70,3 +70,22 @@ def test_reads_of_the_history_still_work_while_redis_hangs(hanging_redis, client
     response = client.get("/api/jobs")
     assert response.status_code == 200
     assert len(response.json()["results"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("action", "status"),
+    [("retry", "failed"), ("cancel", "queued"), ("stop", "started"), ("promote", "scheduled"), ("remove", "finished")],
+)
+def test_an_action_answers_503_within_seconds_and_changes_nothing_while_redis_hangs(
+    hanging_redis, client, operator, action, status
+):
+    row = Job.objects.create(type="example", queue="default", timeout=60, status=status, attempts=1)
+    started = time.monotonic()
+    response = client.post(f"/api/jobs/{row.pk}/action", data={"action": action}, content_type="application/json")
+    elapsed = time.monotonic() - started
+    assert response.status_code == 503, response.content
+    assert response["Retry-After"] == "5"
+    assert elapsed < settings.REDIS_SOCKET_TIMEOUT * 2 + 2
+    row.refresh_from_db()
+    assert row.status == status  # nothing half done: the row is as it was
+    assert not JobAudit.objects.filter(job_id=row.pk).exists()

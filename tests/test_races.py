@@ -16,8 +16,8 @@ from django.contrib.auth.models import User
 from django.db import connections
 from django.utils import timezone
 
-from jobs import events, mirror, queues, reconcile, rqstore, services
-from jobs.errors import ActionNotAllowed, InvalidJobRequest
+from jobs import events, mirror, queues, reconcile, rqstore, services, worker
+from jobs.errors import ActionNotAllowed, InvalidJobRequest, QueueUnavailable
 from jobs.models import Job
 from jobs.statuses import JobStatus
 from tests.conftest import wait_for
@@ -265,3 +265,119 @@ def test_while_the_stream_is_over_its_limit_progress_is_skipped_and_transitions_
     kinds = [entry[1][b"e"] for entry in conn.xrange(events.STREAM)]
     mine = [events.decode("0-0", {b"e": raw}) for raw in kinds if str(job.pk).encode() in raw]
     assert [event.kind for event in mine if event] == [events.STARTED, events.FINISHED]
+
+
+# --- a transaction Redis runs too late to answer in time is taken back --------------------------
+
+
+@pytest.fixture
+def redis_runs_late(monkeypatch):
+    """Redis's clock is far ahead: whatever it runs, it runs after the caller gave up waiting."""
+    monkeypatch.setattr(rqstore, "_redis_clock_offset", lambda pool: -60.0)
+
+
+def jobs_in_redis() -> set[str]:
+    prefix = rqstore.RQJob.redis_job_namespace_prefix
+    return {key.decode()[len(prefix) :] for key in queues.redis().scan_iter(f"{prefix}*")}
+
+
+def test_jobs_redis_adds_too_late_for_their_caller_are_taken_back_and_their_rows_roll_back(redis_runs_late):
+    conn = queues.redis()
+    conn.rpush(queues.get_queue("default").key, "someone-else")  # what was there before stays
+    with pytest.raises(QueueUnavailable):
+        services.jobs_enqueue(
+            requests=[
+                services.JobRequest(type="example"),
+                services.JobRequest(type="example", queue="high"),
+                services.JobRequest(type="example", delay_seconds=600),
+            ]
+        )
+    assert not Job.objects.exists()
+    assert queued_ids() == ["someone-else"]
+    assert queued_ids("high") == []
+    assert scheduled_ids() == []
+    assert jobs_in_redis() == set()
+
+
+def test_a_retry_redis_runs_too_late_leaves_the_job_failed_and_retriable():
+    job = services.job_enqueue(type="example")
+    conn = queues.redis()
+    conn.lrem(queues.get_queue("default").key, 0, job.rq_id)
+    Job.objects.filter(pk=job.pk).update(status=JobStatus.FAILED, attempts=1)
+    job.refresh_from_db()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(rqstore, "_redis_clock_offset", lambda pool: -60.0)
+        with pytest.raises(QueueUnavailable):
+            services.job_retry(job=job)
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED
+    assert queued_ids() == []
+    services.job_retry(job=job)  # in time: works from the row
+    assert queued_ids() == [job.rq_id]
+
+
+# --- the reconciler: a live worker's job is its own, a dead worker's is judged at once ---------------
+
+
+def started(job: Job, worker: str, *, ago: float) -> Job:
+    Job.objects.filter(pk=job.pk).update(
+        status=JobStatus.STARTED, worker_name=worker, attempts=1, started_at=timezone.now() - timedelta(seconds=ago)
+    )
+    job.refresh_from_db()
+    return job
+
+
+def test_a_running_job_redis_forgot_is_left_to_its_live_worker_until_no_run_could_last_that_long(settings):
+    conn = queues.redis()
+    job = services.job_enqueue(type="example")
+    conn.delete(rqstore.RQJob.key_for(job.rq_id))  # Redis restarted without persistence
+    conn.lrem(queues.get_queue("default").key, 0, job.rq_id)
+    conn.sadd(worker.PRODUCT_WORKERS, "busy")
+    conn.set(mirror.alive_key("busy"), "1", ex=60)
+    started(job, "busy", ago=settings.JOBS_WORKER_DEAD_AFTER + 5)
+
+    report = reconcile.reconcile()
+
+    assert (report.lost, report.abandoned) == (0, 0)
+    assert Job.objects.get(pk=job.pk).status == JobStatus.STARTED
+    assert queued_ids() == []  # not run a second time meanwhile
+
+    started(job, "busy", ago=job.timeout + settings.JOBS_WORKER_DEAD_AFTER + 5)
+    report = reconcile.reconcile()
+    assert report.lost == 1
+    job.refresh_from_db()
+    assert job.error == reconcile.LOST_REASON
+    assert queued_ids() == [job.rq_id]  # `example` runs lost work again
+
+
+def test_a_worker_that_registered_its_death_is_dead_at_once_not_60_s_later(settings):
+    conn = queues.redis()
+    job = services.job_enqueue(type="example")
+    conn.lrem(queues.get_queue("default").key, 0, job.rq_id)
+    # A cold shutdown: the worker left the product's set and RQ keeps its key 60 s, marked dead.
+    conn.hset("rq:worker:gone-cold", mapping={"birth": "x", "death": "y"})
+    conn.expire("rq:worker:gone-cold", 60)
+    started(job, "gone-cold", ago=settings.JOBS_WORKER_DEAD_AFTER + 1)
+
+    report = reconcile.reconcile()
+
+    assert report.abandoned == 1
+    job.refresh_from_db()
+    assert "gone-cold died" in job.error
+    assert job.status == JobStatus.QUEUED
+
+
+def test_a_delayed_job_redis_forgot_is_scheduled_again_for_its_time():
+    conn = queues.redis()
+    job = services.job_enqueue(type="example", delay_seconds=600)
+    due = job.scheduled_for
+    conn.flushdb()  # Redis restarted without persistence
+    Job.objects.filter(pk=job.pk).update(created_at=timezone.now() - reconcile.GRACE - timedelta(seconds=1))
+
+    report = reconcile.reconcile()
+
+    assert report.lost == 1
+    job.refresh_from_db()
+    assert (job.status, job.scheduled_for) == (JobStatus.SCHEDULED, due)
+    assert scheduled_ids() == [job.rq_id]
+    assert queued_ids() == []
