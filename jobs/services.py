@@ -312,6 +312,7 @@ RETRY_FIELDS = [
     "max_attempts",
     "enqueued_at",
     "scheduled_for",
+    "started_at",
     "ended_at",
     "progress",
     "progress_message",
@@ -348,6 +349,7 @@ def jobs_retry(*, job_ids: Sequence[Any], user: User = None, via: str = VIA_CODE
             row.max_attempts = row.attempts + registry.get(row.type).retry.max_attempts
             row.enqueued_at = now
             row.scheduled_for = None
+            row.started_at = None  # the last attempt's start is in its timeline; the next one sets its own
             row.ended_at = None
             row.progress = 0
             row.progress_message = ""

@@ -258,11 +258,15 @@ def test_retry_of_a_canceled_job_puts_it_back_with_a_fresh_round_of_attempts():
 
 def test_retry_recreates_the_job_from_its_row_when_redis_forgot_it():
     job = services.job_enqueue(type="example", params={"duration": 2, "message": "again"})
-    Job.objects.filter(pk=job.pk).update(status=JobStatus.FAILED, attempts=3, max_attempts=3)
+    Job.objects.filter(pk=job.pk).update(
+        status=JobStatus.FAILED, attempts=3, max_attempts=3, started_at=timezone.now(), ended_at=timezone.now()
+    )
     queues.redis().flushdb()
     retried = services.job_retry(job=Job.objects.get(pk=job.pk))
     assert retried.status == JobStatus.QUEUED
     assert retried.max_attempts == 6  # three more tries, after the three it had
+    # Shown as waiting: no start or end of the attempt before it (that one is in the timeline).
+    assert Job.objects.filter(pk=job.pk, started_at=None, ended_at=None).exists()
     stored = rq_job(job)
     assert stored.args == ["example", job.params]
     assert stored.meta["attempt_base"] == 3
