@@ -671,7 +671,7 @@ def bulk_breakdown(n: int, user: Any, *, profile: bool = False) -> dict[str, Any
     import redis.client
     from rest_framework.renderers import JSONRenderer
 
-    from jobs import services, sql
+    from jobs import rqstore, services, sql
     from jobs.api import serializers as s
 
     body = json.dumps([{"type": "example"} for _ in range(n)]).encode()
@@ -694,8 +694,8 @@ def bulk_breakdown(n: int, user: Any, *, profile: bool = False) -> dict[str, Any
     with (
         timed(services, "_validate", inner),
         timed(sql, "_prepared", inner),
-        timed(services, "_stage", inner),
-        timed(services, "_point_at", inner),
+        timed(rqstore, "stage", inner),
+        timed(rqstore, "point_at", inner),
         timed(redis.client.Pipeline, "execute", inner),
     ):
         jobs = services.jobs_enqueue(requests=job_requests, user=user)
@@ -712,11 +712,11 @@ def bulk_breakdown(n: int, user: Any, *, profile: bool = False) -> dict[str, Any
     detail = {
         "  _validate: registry + pydantic, per job": inner.get("_validate", 0.0),
         "  sql._prepared: field values for the database": inner.get("_prepared", 0.0),
-        "  _stage: _point_at per job (RQ job re-pointed at the row)": inner.get("_point_at", 0.0),
-        "  _stage: rest (save per job, RPUSH per queue)": inner.get("_stage", 0.0) - inner.get("_point_at", 0.0),
+        "  stage: point_at per job (RQ job re-pointed at the row)": inner.get("point_at", 0.0),
+        "  stage: rest (save per job, RPUSH per queue)": inner.get("stage", 0.0) - inner.get("point_at", 0.0),
         "  Pipeline.execute: Redis MULTI ... EXEC": inner.get("execute", 0.0),
     }
-    detail["  rest: Job() objects, COPY/INSERT left after _stage, commit"] = enqueue - sum(detail.values())
+    detail["  rest: Job() objects, COPY/INSERT left after stage, commit"] = enqueue - sum(detail.values())
     ordered: dict[str, float] = {}
     for stage, seconds in stages.items():
         ordered[stage] = seconds
