@@ -26,6 +26,7 @@ import json
 import logging
 import time
 import weakref
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -52,6 +53,8 @@ CARDS_EVERY_SECONDS = 2.0
 #: record it: the event reaches the page first) and once more a few seconds after that.
 CARDS_SETTLE_SECONDS = 0.5
 CARDS_FOLLOWUP_SECONDS = 3.0
+#: How many jobs' latest cells a page keeps, to send again when their rows arrive after the news.
+RECENT_CELLS = 256
 #: A page that falls this far behind is told to draw itself again instead.
 QUEUE_SIZE = 5_000
 #: How far back a page drawn from the database replays events (the mirror's lag is well under it).
@@ -364,6 +367,31 @@ def messages_for(entry: Entry, page: PageFilter, actions_for: Callable[[str], li
     return [Message("rows" if kind == events.CHANGED else "new-rows", html)]
 
 
+class RecentCells:
+    """The last cells sent of the jobs workers reported on lately (bounded), to send again when
+    their rows arrive on the page after the news."""
+
+    def __init__(self, size: int = RECENT_CELLS) -> None:
+        self.size = size
+        #: job id -> its last transition's cells, and the last progress report's after it
+        self.cells: OrderedDict[str, list[Message]] = OrderedDict()
+
+    def after(self, entry: Entry, messages: list[Message]) -> list[Message]:
+        if entry.stream == events.STREAM:
+            job_id = entry.data.get("j")
+            if messages and isinstance(job_id, str):
+                kept = self.cells.pop(job_id, [])
+                progress = entry.data.get("k") == events.PROGRESS
+                self.cells[job_id] = [*kept[:1], messages[-1]] if progress else [messages[-1]]
+                while len(self.cells) > self.size:
+                    self.cells.popitem(last=False)
+            return []
+        if entry.data.get("k") != events.CREATED or not any(m.name == "new-rows" for m in messages):
+            return []
+        rows = entry.data.get("jobs") or []
+        return [message for row in rows for message in self.cells.get(row.get("id"), [])]
+
+
 async def follow(
     since: dict[str, str] | None,
     page: PageFilter,
@@ -374,6 +402,7 @@ async def follow(
     """A page's event stream: what it missed since `since` (None: from now), then everything as it happens."""
     subscription = await hub().subscribe()
     position = dict(since) if since is not None else await current_position()
+    recent = RecentCells()
     cards_at: float | None = None  # when to tell the page to refresh its cards
     followups = 0
     last_cards = float("-inf")
@@ -389,7 +418,13 @@ async def follow(
                 if _id_key(entry.id) <= _id_key(position[entry.stream]):
                     continue  # seen already (replayed, or handed out twice)
                 position[entry.stream] = entry.id
-                for message in messages_for(entry, page, actions_for):
+                messages = messages_for(entry, page, actions_for)
+                for message in messages:
+                    yield message.frame(format_position(position))
+                # A worker can start a job before its creation is announced (the announcement
+                # waits for the commit): the page then draws the row as it was created, so the
+                # worker's latest news of it is sent again right after.
+                for message in recent.after(entry, messages):
                     yield message.frame(format_position(position))
                 # A progress report changes no count: only transitions and changes refresh the cards.
                 if entry.data.get("k") != events.PROGRESS:

@@ -304,3 +304,30 @@ def test_after_a_transition_the_cards_are_refreshed_once_the_history_has_it_and_
     got, elapsed = run(main)
     assert [field(frame, "event") for frame in got] == ["cells", "cards", "cards"]
     assert elapsed >= 0.7  # settle, then the follow-up
+
+
+def test_a_job_a_worker_started_before_its_creation_was_announced_is_drawn_started():
+    """The announcement waits for the commit; a fast worker can report the start before it."""
+    since = position()
+    job = history_row(JobStatus.QUEUED)
+    conn = queues.redis()
+    events.emit(conn, str(job.pk), events.STARTED, 1, w="worker-1", mx=3)
+    events.emit(conn, str(job.pk), events.PROGRESS, 1, p=40, m="working")
+    time.sleep(0.01)  # the commit takes a moment: the announcement's stream id is later
+    services._announce(events.CREATED, [job])  # as drawn at creation: queued
+
+    async def main() -> list[str]:
+        stream = follow(since)
+        got = await frames(stream, 5)
+        await stream.aclose()
+        return got
+
+    started, progress, new_row, *again = run(main)
+    assert field(new_row, "event") == "new-rows"
+    assert 'tone-waiting">Queued<' in data(new_row)
+    # Right after the row, the worker's news of it again: started, then its progress.
+    assert [field(frame, "event") for frame in again] == ["cells", "cells"]
+    assert data(again[0]) == data(started)
+    assert 'tone-running">Started<' in data(again[0])
+    assert data(again[1]) == data(progress)
+    assert "40" in data(again[1])
