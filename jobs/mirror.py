@@ -296,13 +296,25 @@ def alive_key(name: str) -> str:
     return ALIVE_KEY.format(name)
 
 
+@dataclass
+class Consumer:
+    name: str
+    pending: int  # events read but not acknowledged
+    idle_ms: int  # since it last read or claimed
+
+
+def consumers(conn: Redis) -> list[Consumer]:
+    """The consumers of the mirror group: every mirror that ever read the stream, until removed."""
+    try:
+        found: Any = conn.xinfo_consumers(events.STREAM, events.GROUP)
+    except redis_lib.ResponseError:  # no stream or no group yet
+        return []
+    return [Consumer(_text(item["name"]), int(item["pending"]), int(item["idle"])) for item in found]
+
+
 def pending_by_consumer(conn: Redis) -> dict[str, int]:
     """How many events each consumer of the mirror group has read but not acknowledged."""
-    try:
-        consumers: Any = conn.xinfo_consumers(events.STREAM, events.GROUP)
-    except redis_lib.ResponseError:  # no stream or no group yet
-        return {}
-    return {_text(consumer["name"]): int(consumer["pending"]) for consumer in consumers}
+    return {consumer.name: consumer.pending for consumer in consumers(conn)}
 
 
 class Drainer:

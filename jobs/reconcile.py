@@ -29,8 +29,8 @@ from redis import Redis
 from rq.job import Job as RQJob
 from rq.worker import Worker as RQWorker
 
-from jobs import queues, services
-from jobs.mirror import Drainer, oldest_unapplied_ms, pending_by_consumer
+from jobs import events, queues, services
+from jobs.mirror import Drainer, consumers, oldest_unapplied_ms
 from jobs.models import Job
 from jobs.statuses import ACTIVE, JobStatus
 from jobs.worker import PRODUCT_WORKERS, alive_key
@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 #: The consumer name under which the reconciler applies what dead mirrors left.
 RECONCILER = "reconciler"
 LOST_REASON = "Redis no longer has this job"
+#: A dead mirror with nothing pending is removed from the stream's group after this long.
+FORGET_CONSUMER_AFTER = timedelta(minutes=10)
 #: A waiting row younger than this is not judged: its job may still be on its way.
 GRACE = timedelta(seconds=30)
 #: The mirror counts as behind when an unapplied event is older than this.
@@ -103,24 +105,31 @@ def take_over_from_dead_mirrors(conn: Redis) -> int:
 
     A worker's mirror reads events in batches; killed with its worker, it leaves them pending,
     and other mirrors would take them only after `CLAIM_IDLE_MS`. A mirror that beats
-    (product workers and schedulers keep a liveness key) is never robbed.
+    (product workers and schedulers keep a liveness key) is never robbed. Dead mirrors with
+    nothing left are removed from the group after `FORGET_CONSUMER_AFTER`, so that the group
+    does not grow with every worker ever started.
     """
-    holders = [name for name, pending in pending_by_consumer(conn).items() if pending and name != RECONCILER]
-    if not holders:
+    candidates = [consumer for consumer in consumers(conn) if consumer.name != RECONCILER]
+    if not candidates:
         return 0
     with conn.pipeline() as pipe:
-        for name in holders:
-            pipe.exists(alive_key(name))
+        for consumer in candidates:
+            pipe.exists(alive_key(consumer.name))
         beating: Any = pipe.execute()
-    dead = [name for name, beats in zip(holders, beating, strict=True) if not beats]
-    if not dead:
-        return 0
-    drainer = Drainer(conn, consumer=RECONCILER)
-    drainer.ensure_group()
-    claimed = drainer.claim_from(dead)
-    applied = drainer.apply_own_pending() if claimed else 0
-    if claimed:
-        log.info("reconciler: applied %s of %s events left by dead mirrors %s", applied, claimed, ", ".join(dead))
+    dead = [consumer for consumer, beats in zip(candidates, beating, strict=True) if not beats]
+    holders = [consumer.name for consumer in dead if consumer.pending]
+    applied = 0
+    if holders:
+        drainer = Drainer(conn, consumer=RECONCILER)
+        drainer.ensure_group()
+        claimed = drainer.claim_from(holders)
+        applied = drainer.apply_own_pending() if claimed else 0
+        if claimed:
+            log.info("reconciler: applied %s of %s events left by dead mirrors: %s", applied, claimed, holders)
+    forget_ms = FORGET_CONSUMER_AFTER.total_seconds() * 1000
+    for consumer in dead:
+        if not consumer.pending and consumer.idle_ms > forget_ms:
+            conn.xgroup_delconsumer(events.STREAM, events.GROUP, consumer.name)
     return applied
 
 

@@ -381,3 +381,21 @@ def test_a_delayed_job_redis_forgot_is_scheduled_again_for_its_time():
     assert (job.status, job.scheduled_for) == (JobStatus.SCHEDULED, due)
     assert scheduled_ids() == [job.rq_id]
     assert queued_ids() == []
+
+
+def test_dead_mirrors_are_removed_from_the_stream_group_once_they_hold_nothing(monkeypatch):
+    conn = queues.redis()
+    drainer = mirror.Drainer(conn, "long-gone")
+    drainer.ensure_group()
+    events.emit(conn, "not-a-job", events.PROGRESS, 1, p=1)
+    drain()  # applied by the consumer "test", which beats:
+    conn.set(mirror.alive_key("test"), "1", ex=60)
+    conn.xreadgroup(events.GROUP, "long-gone", {events.STREAM: ">"}, count=10)  # joins the group, holds nothing
+    monkeypatch.setattr(reconcile, "FORGET_CONSUMER_AFTER", timedelta(0))
+    time.sleep(0.01)
+
+    reconcile.take_over_from_dead_mirrors(conn)
+
+    names = {consumer.name for consumer in mirror.consumers(conn)}
+    assert "long-gone" not in names
+    assert "test" in names  # a mirror that beats is kept
