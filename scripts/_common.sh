@@ -40,6 +40,8 @@ setup_venv() {
 # redis_url_port URL: the port of a redis:// URL (6379 when absent).
 redis_port() { "$PY" -c 'import sys, urllib.parse as u; print(u.urlparse(sys.argv[1]).port or 6379)' "$1"; }
 redis_host() { "$PY" -c 'import sys, urllib.parse as u; print(u.urlparse(sys.argv[1]).hostname or "127.0.0.1")' "$1"; }
+# redis_db URL: the database number of a redis:// URL (0 when absent).
+redis_db() { "$PY" -c 'import sys, urllib.parse as u; p = u.urlparse(sys.argv[1]).path.strip("/"); print(int(p) if p.isdigit() else 0)' "$1"; }
 
 redis_ping() {
     "$PY" - "$1" <<'PY' >/dev/null 2>&1

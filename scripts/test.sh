@@ -3,6 +3,19 @@
 # Redis, on SQLite and then on PostgreSQL. The browser tests (marked `browser`,
 # headless Chromium) are slow: they run once, in the PostgreSQL pass. Extra
 # arguments go to pytest.
+#
+# Each pass runs its tests in parallel (pytest-xdist): most of them wait on real
+# processes (workers, schedulers, servers), not on the CPU. Every xdist worker has
+# a Redis database of its own (tests/parallel.py: the pass's first database plus
+# the worker's number) and a test database of its own (pytest-django's `_gwN`).
+# The environment may change:
+#   TEST_REDIS_URL             the Redis server (its database number is not used)
+#   TEST_POSTGRES_URL          the PostgreSQL database whose name the test databases take
+#   TEST_SQLITE_WORKERS        xdist workers of the SQLite pass (default 3)
+#   TEST_POSTGRES_WORKERS      xdist workers of the PostgreSQL pass (default 5)
+#   TEST_SQLITE_REDIS_DB       first Redis database of the SQLite pass (default: its last is 15)
+#   TEST_POSTGRES_REDIS_DB     first Redis database of the PostgreSQL pass (default 4)
+#   FUZZ_REDIS_URL, FUZZ_PORT  schemathesis's Redis database (default 11) and port (scripts/fuzz_api.sh)
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
 setup_venv requirements-dev.txt
@@ -10,6 +23,31 @@ setup_venv requirements-dev.txt
 export REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}"
 POSTGRES_URL="${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/queueproject}"
 ensure_redis "$REDIS_URL"
+
+SQLITE_WORKERS="${TEST_SQLITE_WORKERS:-3}"
+POSTGRES_WORKERS="${TEST_POSTGRES_WORKERS:-5}"
+SQLITE_REDIS_DB="${TEST_SQLITE_REDIS_DB:-$((16 - SQLITE_WORKERS))}"
+POSTGRES_REDIS_DB="${TEST_POSTGRES_REDIS_DB:-4}"
+FUZZ_REDIS_DB="$(redis_db "${FUZZ_REDIS_URL:-redis://127.0.0.1:6379/11}")"
+for number in "$SQLITE_WORKERS" "$POSTGRES_WORKERS" "$SQLITE_REDIS_DB" "$POSTGRES_REDIS_DB"; do
+    [[ "$number" =~ ^[0-9]+$ ]] || die "the TEST_*_WORKERS and TEST_*_REDIS_DB variables take whole numbers, not '$number'"
+done
+[ "$SQLITE_WORKERS" -ge 1 ] && [ "$POSTGRES_WORKERS" -ge 1 ] || die "each pass needs at least one worker"
+# Databases 1-15 (the tests refuse 0, the default one); the passes and schemathesis, which
+# run at once, never share one.
+sqlite_last=$((SQLITE_REDIS_DB + SQLITE_WORKERS - 1))
+postgres_last=$((POSTGRES_REDIS_DB + POSTGRES_WORKERS - 1))
+[ "$SQLITE_REDIS_DB" -ge 1 ] && [ "$sqlite_last" -le 15 ] ||
+    die "the SQLite pass's Redis databases $SQLITE_REDIS_DB-$sqlite_last are not all within 1-15"
+[ "$POSTGRES_REDIS_DB" -ge 1 ] && [ "$postgres_last" -le 15 ] ||
+    die "the PostgreSQL pass's Redis databases $POSTGRES_REDIS_DB-$postgres_last are not all within 1-15"
+[ "$sqlite_last" -lt "$POSTGRES_REDIS_DB" ] || [ "$postgres_last" -lt "$SQLITE_REDIS_DB" ] ||
+    die "the passes' Redis databases overlap: $SQLITE_REDIS_DB-$sqlite_last and $POSTGRES_REDIS_DB-$postgres_last"
+for first_last in "$SQLITE_REDIS_DB $sqlite_last" "$POSTGRES_REDIS_DB $postgres_last"; do
+    read -r first last <<<"$first_last"
+    [ "$FUZZ_REDIS_DB" -lt "$first" ] || [ "$FUZZ_REDIS_DB" -gt "$last" ] ||
+        die "schemathesis's Redis database $FUZZ_REDIS_DB (FUZZ_REDIS_URL) is one of the tests' ($first-$last)"
+done
 
 postgres_ping() { "$PY" -c 'import sys, psycopg; psycopg.connect(sys.argv[1].replace("postgres://","postgresql://",1), connect_timeout=2).close()' "${POSTGRES_URL%/*}/postgres" >/dev/null 2>&1; }
 if ! postgres_ping; then
@@ -22,24 +60,38 @@ fi
 postgres_ping || die "PostgreSQL does not answer at ${POSTGRES_URL%/*} (install it: apt-get install postgresql, or set TEST_POSTGRES_URL)."
 ensure_chromium
 
+# Python writes its bytecode caches even where the environment says not to: the tests start
+# a hundred Django processes, and each would compile the project's modules anew.
+unset PYTHONDONTWRITEBYTECODE
+
 say "ruff"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
-say "mypy"
-DEBUG=true SECRET_KEY=typecheck "$VENV/bin/mypy" .
 
-# The two passes run at once (two cores), each on its own Redis database, their output
-# kept apart and shown when both are done. A pass that selects no test (pytest's exit
+# Then everything else at once, each step's output in var/NAME.log, shown when all are
+# done: mypy, the two test passes (each on its own Redis databases) and schemathesis. A pass that selects no test (pytest's exit
 # code 5, e.g. with -k) is not a failure; any other failure fails the script.
 mkdir -p "$ROOT/var"
-run_pass() {  # run_pass NAME DATABASE_URL REDIS_URL PYTEST_ARGS...: starts it; its status goes to var/NAME.status
-    local name="$1" database="$2" redis_url="$3"
-    shift 3
+rm -f "$ROOT"/var/{mypy,tests-sqlite,tests-postgres,fuzz}.status
+start_step() {  # start_step NAME COMMAND...: in the background; var/NAME.status gets "STATUS SECONDS"
+    local name="$1"
+    shift
     (
+        started=$SECONDS
         status=0
-        DATABASE_URL="$database" REDIS_URL="$redis_url" "$VENV/bin/pytest" "$@" >"$ROOT/var/$name.log" 2>&1 || status=$?
-        echo "$status" >"$ROOT/var/$name.status"
+        "$@" >"$ROOT/var/$name.log" 2>&1 </dev/null || status=$?
+        echo "$status $((SECONDS - started))" >"$ROOT/var/$name.status"
     ) &
+}
+# Tests go to the workers one or two at a time (--dist load, --maxschedchunk 2): a worker
+# never queues fast tests behind a slow one while another is idle. A worker that crashes
+# is not replaced (--max-worker-restart 0): its replacement's number, hence its Redis
+# database, would be past the pass's own.
+run_pass() {  # run_pass NAME DATABASE_URL REDIS_URL WORKERS PYTEST_ARGS...
+    local name="$1" database="$2" redis_url="$3" workers="$4"
+    shift 4
+    start_step "$name" env DATABASE_URL="$database" REDIS_URL="$redis_url" "$VENV/bin/pytest" \
+        -n "$workers" --dist load --maxschedchunk 2 --max-worker-restart 0 --durations 15 "$@"
 }
 
 # The SQLite pass leaves out the browser and fault suites (slow; they run once, on
@@ -66,23 +118,30 @@ while [ $# -gt 0 ]; do
 done
 
 REDIS_BASE="${REDIS_URL%/*}"
-rm -f "$ROOT"/var/tests-*.status
-say "tests on SQLite (without the browser and fault suites) and on PostgreSQL (all), at once"
-run_pass tests-sqlite "sqlite:///$ROOT/db.sqlite3" "$REDIS_BASE/15" -m "$sqlite_marks" "${sqlite_args[@]}"
-run_pass tests-postgres "$POSTGRES_URL" "$REDIS_BASE/14" "${pg_args[@]}"
+say "mypy, the tests on SQLite (without the browser and fault suites) and on PostgreSQL (all), schemathesis: at once"
+start_step mypy env DEBUG=true SECRET_KEY=typecheck "$VENV/bin/mypy" .
+run_pass tests-sqlite "sqlite:///$ROOT/db.sqlite3" "$REDIS_BASE/$SQLITE_REDIS_DB" "$SQLITE_WORKERS" \
+    -m "$sqlite_marks" "${sqlite_args[@]}"
+run_pass tests-postgres "$POSTGRES_URL" "$REDIS_BASE/$POSTGRES_REDIS_DB" "$POSTGRES_WORKERS" "${pg_args[@]}"
+start_step fuzz bash "$ROOT/scripts/fuzz_api.sh"
 wait
+
 failed=no
 ran=no
-for name in tests-sqlite tests-postgres; do
-    say "$name"
+for name in mypy tests-sqlite tests-postgres fuzz; do
+    read -r status seconds 2>/dev/null <"$ROOT/var/$name.status" || { status=1 seconds=0; }
+    case "$name" in
+        mypy) title="mypy" ;;
+        fuzz) title="schemathesis against the API's own OpenAPI schema" ;;
+        *) title="$name" ;;
+    esac
+    say "$title ($((seconds / 60))m$((seconds % 60))s)"
     cat "$ROOT/var/$name.log"
-    case "$(cat "$ROOT/var/$name.status" 2>/dev/null || echo 1)" in
-        0) ran=yes ;;
-        5) say "no test selected in this pass" ;;
+    case "$name:$status" in
+        *:0) [ "$name" = mypy ] || [ "$name" = fuzz ] || ran=yes ;;
+        tests-*:5) say "no test selected in this pass" ;;
         *) failed=yes ;;
     esac
 done
-[ "$failed" = no ] || die "tests failed (see above)"
+[ "$failed" = no ] || die "checks failed (see above)"
 [ "$ran" = yes ] || die "no test matched in either pass"
-say "schemathesis against the API's own OpenAPI schema"
-bash "$ROOT/scripts/fuzz_api.sh"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import signal
@@ -20,12 +21,49 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import connection
 from django.db.migrations.loader import MigrationLoader
+from django.test import override_settings
 
 from jobs import queues
 from jobs.models import Job, JobCount, JobCountDelta, JobEndHour, JobEndMinute, JobRunDelta
+from tests import parallel
 from tests.helpers import OPERATORS, VIEWERS
 
 BASE_DIR = Path(settings.BASE_DIR)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under xdist, the settings must have read this worker's own Redis database (tests/parallel.py)."""
+    index = parallel.worker_index()
+    if index is None:
+        return
+    if parallel.assigned_url is None or parallel.assigned_url != settings.REDIS_URL:
+        raise pytest.UsageError(
+            f"xdist worker gw{index} runs on REDIS_URL={settings.REDIS_URL}, not a database of its own: "
+            "load tests.parallel with -p (pyproject.toml's addopts) so it runs before the settings are read"
+        )
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> None:
+    """PostgreSQL: the test database commits without waiting for its WAL to reach the disk.
+
+    Every transactional test ends by truncating every table, and most tests are transactional: the
+    flushes to disk were a third of the run. Nothing the tests check changes (only what a crash of the
+    server itself would keep). Every session takes it, the processes the tests start included.
+    """
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        name = connection.ops.quote_name(connection.settings_dict["NAME"])
+        cursor.execute(f"ALTER DATABASE {name} SET synchronous_commit TO off")
+        cursor.execute("SET synchronous_commit TO off")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def quick_password_hashing() -> Iterator[None]:
+    """Hash the tests' passwords quickly (tests.helpers.QuickPasswordHasher)."""
+    with override_settings(PASSWORD_HASHERS=["tests.helpers.QuickPasswordHasher"]):
+        yield
 
 
 @pytest.fixture(autouse=True)
@@ -48,14 +86,18 @@ def as_migrated(request: pytest.FixtureRequest) -> None:
             model.objects.all().delete()
     if Group.objects.filter(name__in=[VIEWERS, OPERATORS]).count() == 2:
         return
-    loader = MigrationLoader(connection)
     for name, function in (
         ("0003_counters_search_groups", "create_groups"),
         ("0007_rollups_audit", "grant_audit_view"),
     ):
         migration = importlib.import_module(f"jobs.migrations.{name}")
-        state = loader.project_state(("jobs", name), at_end=True)
-        getattr(migration, function)(state.apps, None)
+        getattr(migration, function)(_models_after(name), None)
+
+
+@functools.cache
+def _models_after(migration: str) -> Any:
+    """The models as the jobs app's `migration` leaves them (built once: the migrations do not change)."""
+    return MigrationLoader(connection).project_state(("jobs", migration), at_end=True).apps
 
 
 @pytest.fixture(autouse=True)
@@ -129,7 +171,11 @@ class Processes:
         return process
 
     def scheduler(self, **env: str) -> subprocess.Popen[bytes]:
-        return self.start("runscheduler", "--tick", "0.2", **env)
+        """A scheduler, returned once its loop runs: a test's clock starts with a scheduler at work
+        (starting one takes seconds while other tests keep the machine busy)."""
+        process = self.start("runscheduler", "--tick", "0.2", **env)
+        self.wait_until_logged(process, " started (tick ", "the scheduler to start")
+        return process
 
     def log(self, process: subprocess.Popen[bytes]) -> str:
         for candidate, path in self.started:
@@ -138,12 +184,17 @@ class Processes:
         return ""
 
     def wait_until_listening(self, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
-        def listening() -> bool:
-            if process.poll() is not None:
-                pytest.fail(f"worker exited early:\n{self.log(process)}")
-            return "Listening on" in self.log(process)
+        self.wait_until_logged(process, "Listening on", "the worker to listen", timeout)
 
-        wait_for(listening, timeout, message="the worker to listen")
+    def wait_until_logged(
+        self, process: subprocess.Popen[bytes], text: str, message: str, timeout: float = 20.0
+    ) -> None:
+        def logged() -> bool:
+            if process.poll() is not None:
+                pytest.fail(f"exited early, while waiting for {message}:\n{self.log(process)}")
+            return text in self.log(process)
+
+        wait_for(logged, timeout, message=message)
 
     def stop_all(self) -> None:
         for process, _ in self.started:

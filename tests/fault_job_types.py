@@ -22,8 +22,10 @@ top of a test module: importing it registers the types.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -97,43 +99,47 @@ def _running(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-def _note_other_runs_under_way() -> None:
-    """Write an `overlap` line for each earlier run of this job whose process still runs it."""
+def under_way_dir(run_log: str, job_id: str) -> Path:
+    """Where each run of a job under way keeps a file named by its pid: `<run log>.running/<job id>/`."""
+    return Path(f"{run_log}.running") / job_id
+
+
+@contextlib.contextmanager
+def logged_run() -> Iterator[None]:
+    """Log the run of the current job: its start, an `overlap` line for each earlier run of the same
+    job still under way in another process, and how it ended (`end`, or `fail` and the exception)."""
     from rq import get_current_job
 
     path = os.environ.get(RUN_LOG_ENV)
     job = get_current_job()
-    if not path or job is None or not Path(path).exists():
+    if not path or job is None:
+        yield
         return
-    started: set[int] = set()
-    done: set[int] = set()
-    for line in Path(path).read_text().splitlines():
-        kind, job_id, _attempt, pid_text, *_ = line.split()
-        pid = int(pid_text)
-        if job_id != job.id or pid == os.getpid():
-            continue
-        if kind == "start":
-            started.add(pid)
-        elif kind in ("end", "fail"):
-            done.add(pid)
-    for pid in sorted(started - done):
-        if _running(pid):
-            _log_line("overlap", str(pid))
+    _log_line("start")
+    marker = under_way_dir(path, job.id) / str(os.getpid())
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.touch()
+    # Looked at after leaving its own mark: of two runs starting at once, the later to look sees the other.
+    for other in sorted(marker.parent.iterdir()):
+        if int(other.name) != os.getpid() and _running(int(other.name)):
+            _log_line("overlap", other.name)
+    try:
+        yield
+    except BaseException as exc:
+        _log_line("fail", type(exc).__name__)
+        raise
+    finally:
+        marker.unlink(missing_ok=True)  # a killed run leaves its mark: its pid no longer runs
+    _log_line("end")
 
 
 def record(params: RecordParams) -> dict[str, object]:
     """Writes its start to the run log, works, reports progress, writes how it ended."""
-    _log_line("start")
-    _note_other_runs_under_way()
-    try:
+    with logged_run():
         step = params.seconds / params.steps
         for done in range(1, params.steps + 1):
             time.sleep(step)
             report_progress(100 * done / params.steps)
-    except BaseException as exc:
-        _log_line("fail", type(exc).__name__)
-        raise
-    _log_line("end")
     return {"worked": params.seconds}
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
@@ -10,6 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.contrib.auth.models import Group, Permission, User
 from django.test import override_settings
 from django.utils import timezone
@@ -17,8 +17,17 @@ from django.utils import timezone
 from jobs import queues, registry, services
 from jobs.models import Job
 from jobs.statuses import JobStatus
+from tests.fault_servers import closed_port as closed_port  # one definition: needed before Django is set up
 
 VIEWERS, OPERATORS = "Job viewers", "Job operators"
+
+
+class QuickPasswordHasher(PBKDF2PasswordHasher):
+    """PBKDF2 with one iteration: the tests' users log in with passwords, and the strength of the hash
+    is not under test (a million iterations cost a third of a CPU second per user). Its hashes say
+    `pbkdf2_sha256$1$...`, so a server the tests start, with the default hashers, checks them too."""
+
+    iterations = 1
 
 
 def make_user(username: str, *, groups: tuple[str, ...] = (), perms: tuple[str, ...] = ()) -> User:
@@ -50,12 +59,6 @@ def put(job: Job, status: str, **fields: Any) -> Job:
     Job.objects.filter(pk=job.pk).update(status=status, **fields)
     job.refresh_from_db()
     return job
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def forget_redis_connections() -> None:
