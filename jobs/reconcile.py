@@ -9,6 +9,8 @@ Run by the scheduler process every `JOBS_RECONCILE_INTERVAL` seconds and by
   beating (RQ alone notices after up to 11 minutes); for other worker classes,
   once RQ's own worker key is gone;
 - marks a waiting or started job `lost` when Redis no longer has it;
+- puts a queued job back on its queue when a worker took it off and died before starting it
+  (`Adrift`);
 - retries both where the job type's retry policy allows.
 
 It judges nothing while the mirror is behind: a row that looks stale may only
@@ -29,7 +31,7 @@ from redis import Redis
 from rq.job import Job as RQJob
 from rq.worker import Worker as RQWorker
 
-from jobs import events, queues, services
+from jobs import events, queues, rqstore, services
 from jobs.mirror import Drainer, consumers, oldest_unapplied_ms
 from jobs.models import Job
 from jobs.statuses import ACTIVE, JobStatus
@@ -47,6 +49,11 @@ GRACE = timedelta(seconds=30)
 #: The mirror counts as behind when an unapplied event is older than this.
 MIRROR_BEHIND_SECONDS = 30.0
 CHUNK = 1000
+#: When the reconciler first saw each queued job that is on no queue (hash: job id, epoch seconds).
+ADRIFT_KEY = "jobs:reconcile:adrift"
+#: A queue longer than this is not read whole every round: a job adrift is found once it is shorter
+#: (while it is longer, the workers are busy with the jobs in front anyway).
+ADRIFT_QUEUE_LIMIT = 100_000
 
 
 @dataclass
@@ -54,6 +61,7 @@ class ReconcileReport:
     dispatched: int = 0
     abandoned: int = 0
     lost: int = 0
+    put_back: int = 0
     skipped_mirror_behind: bool = False
 
 
@@ -98,6 +106,88 @@ def _past_its_timeout(row: Job, now: datetime, margin: timedelta) -> bool:
         return True
     limit = timedelta(seconds=row.timeout) if row.timeout and row.timeout > 0 else timedelta(days=1)
     return row.started_at < now - limit - margin
+
+
+class Adrift:
+    """Queued jobs on no queue: a worker took them off (RQ's BLPOP) and died before starting them.
+
+    RQ would leave such a job queued for ever: a worker listening on several queues keeps no
+    intermediate list, and the started registry's entry it may have written (before forking its work
+    horse) is only cleaned, as a failure, after its worker's maintenance interval. A job still found
+    adrift `JOBS_WORKER_DEAD_AFTER` seconds after it was first seen (a live worker starts what it took
+    within milliseconds), whose started-registry entries name no live worker, goes back to the front
+    of its queue: it never started, so nothing of it ran, and its row stays queued.
+    """
+
+    def __init__(self, conn: Redis) -> None:
+        self.conn = conn
+        self.on_queue: dict[str, set[str]] = {}  # queue name: the job ids on it (queues short enough)
+        self.executions: dict[str, list[str]] = {}  # job id: its members of a started registry
+        self.found: dict[str, str] = {}  # job id: queue name
+        for queue in queues.all_queues():
+            length: Any = conn.llen(queue.key)
+            if length <= ADRIFT_QUEUE_LIMIT:
+                ids: Any = conn.lrange(queue.key, 0, -1)
+                self.on_queue[queue.name] = {raw.decode() for raw in ids}
+            members: Any = conn.zrange(queue.started_job_registry.key, 0, -1)
+            for raw in members:
+                member = raw.decode()
+                self.executions.setdefault(member.split(":", 1)[0], []).append(member)
+
+    def look_at(self, rows: list[Job]) -> None:
+        """Note the queued rows (older than the grace) whose RQ job is queued and on no queue."""
+        rows = [row for row in rows if row.queue in self.on_queue]
+        if not rows:
+            return
+        with self.conn.pipeline(transaction=False) as pipe:
+            for row in rows:
+                pipe.hget(RQJob.key_for(row.rq_id), "status")
+            statuses: Any = pipe.execute()
+        for row, status in zip(rows, statuses, strict=True):
+            if status == b"queued" and row.rq_id not in self.on_queue[row.queue]:
+                self.found[row.rq_id] = row.queue
+
+    def put_back(self) -> int:
+        """Put back the jobs adrift long enough; returns how many."""
+        now = time.time()
+        with self.conn.pipeline(transaction=False) as pipe:
+            for job_id in self.found:
+                pipe.hsetnx(ADRIFT_KEY, job_id, str(now))
+            pipe.hgetall(ADRIFT_KEY)
+            first_seen: Any = pipe.execute()[-1]
+        seen = {key.decode(): float(value) for key, value in first_seen.items()}
+        gone = [job_id for job_id in seen if job_id not in self.found]
+        if gone:
+            self.conn.hdel(ADRIFT_KEY, *gone)
+        ripe = [job_id for job_id in self.found if seen.get(job_id, now) <= now - settings.JOBS_WORKER_DEAD_AFTER]
+        if not ripe:
+            return 0
+        holders = self._holders(ripe)
+        alive = _worker_alive(self.conn, sorted({name for names in holders.values() for name in names}))
+        put = 0
+        for job_id in ripe:
+            if any(alive.get(name, False) for name in holders.get(job_id, [])):
+                continue  # its worker lives: it starts the job, or records why it could not
+            if rqstore.put_back(self.found[job_id], job_id, self.executions.get(job_id, [])):
+                log.warning("reconciler: job %s was taken off its queue by a worker that died; put back", job_id)
+                put += 1
+            self.conn.hdel(ADRIFT_KEY, job_id)
+        return put
+
+    def _holders(self, job_ids: list[str]) -> dict[str, list[str]]:
+        """The workers named by each job's started-registry entries."""
+        members = [(job_id, member) for job_id in job_ids for member in self.executions.get(job_id, [])]
+        if not members:
+            return {}
+        with self.conn.pipeline(transaction=False) as pipe:
+            for _, member in members:
+                pipe.hget(f"rq:execution:{member}", "worker_name")
+            names: Any = pipe.execute()
+        holders: dict[str, list[str]] = {}
+        for (job_id, _), name in zip(members, names, strict=True):
+            if name:
+                holders.setdefault(job_id, []).append(name.decode())
+        return holders
 
 
 def take_over_from_dead_mirrors(conn: Redis) -> int:
@@ -150,6 +240,7 @@ def reconcile() -> ReconcileReport:
     cutoff = timezone.now() - GRACE
     watched = [status for status in ACTIVE if status != JobStatus.PENDING]
     liveness_unknown: bool | None = None  # read once, when a started job is to be judged
+    adrift = Adrift(conn)
     last_pk = None
     while True:
         chunk_qs = Job.objects.filter(status__in=watched).order_by("pk")
@@ -183,6 +274,13 @@ def reconcile() -> ReconcileReport:
         if started_workers and liveness_unknown is None:
             liveness_unknown = _redis_younger_than(conn, settings.JOBS_WORKER_DEAD_AFTER)
         alive = _worker_alive(conn, started_workers) if started_workers else {}
+        adrift.look_at(
+            [
+                row
+                for row, in_redis in zip(chunk, exists, strict=True)
+                if in_redis and row.status == JobStatus.QUEUED and row.created_at <= cutoff
+            ]
+        )
         now = timezone.now()
         for row, in_redis in zip(chunk, exists, strict=True):
             if row.status != JobStatus.STARTED:
@@ -211,6 +309,7 @@ def reconcile() -> ReconcileReport:
                     job=row, outcome=JobStatus.ABANDONED, reason=f"worker {row.worker_name} died while running this job"
                 )
                 report.abandoned += 1
+    report.put_back = adrift.put_back()
     if report.abandoned or report.lost:
         log.info("reconciler: %s abandoned, %s lost", report.abandoned, report.lost)
     return report

@@ -9,7 +9,9 @@ or the scheduler does to the same job:
 - `take_off`: a waiting job leaves its queue or the schedule for good, only if it is still there
   (a worker that has already popped it wins: the cancel is refused, the job runs and is recorded);
 - `promote_now`: a delayed job moves from the schedule to its queue, only if it is still scheduled
-  (the scheduler and a user promoting at once push it once).
+  (the scheduler and a user promoting at once push it once);
+- `put_back`: a queued job that a worker took off its queue and died with before starting it goes
+  back to the front of its queue, only if it is still queued and on no queue.
 """
 
 from __future__ import annotations
@@ -344,6 +346,19 @@ return 1
 """
 
 
+#: KEYS: job hash, queue list, started registry, the queue's intermediate list (single-queue workers).
+#: ARGV: job id, then the job's members of the started registry ("<job id>:<execution id>").
+#: Returns 1 when the job went back to the front of its queue, 0 when a worker has it after all.
+_PUT_BACK = """
+if redis.call('hget', KEYS[1], 'status') ~= 'queued' then return 0 end
+if redis.call('lpos', KEYS[2], ARGV[1]) then return 0 end
+for i = 2, #ARGV do redis.call('zrem', KEYS[3], ARGV[i]) end
+redis.call('lrem', KEYS[4], 0, ARGV[1])
+redis.call('lpush', KEYS[2], ARGV[1])
+return 1
+"""
+
+
 def take_off(queue_name: str, job_id: str) -> bool:
     """Take a waiting job off its queue, the schedule and its dependencies, atomically; False when
     it was on none of them (a worker has taken it, or Redis has forgotten it)."""
@@ -358,6 +373,15 @@ def take_off(queue_name: str, job_id: str) -> bool:
     now = time.time()
     expires = now + int(setting("JOBS_FAILURE_TTL"))
     return bool(queues.redis().eval(_TAKE_OFF, len(keys), *keys, job_id, now, expires))
+
+
+def put_back(queue_name: str, job_id: str, executions: Sequence[str] = ()) -> bool:
+    """Put a queued job that is on no queue back at the front of its queue, atomically; False when
+    it is started or on its queue after all. `executions`: its stale members of the started registry
+    (a worker that died between taking it and starting it), removed with it."""
+    queue = queues.get_queue(queue_name)
+    keys = [RQJob.key_for(job_id), queue.key, queue.started_job_registry.key, queue.intermediate_queue_key]
+    return bool(queues.redis().eval(_PUT_BACK, len(keys), *keys, job_id, *executions))
 
 
 def promote_now(

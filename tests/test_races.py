@@ -399,3 +399,72 @@ def test_dead_mirrors_are_removed_from_the_stream_group_once_they_hold_nothing(m
     names = {consumer.name for consumer in mirror.consumers(conn)}
     assert "long-gone" not in names
     assert "test" in names  # a mirror that beats is kept
+
+
+# --- a job a worker took off its queue and died with before starting it ------------------------------
+
+
+def taken_by_a_worker_that_died(job: Job, execution_of: str | None = None) -> None:
+    """What a worker leaves when it dies between its pop and the start of the job: the job queued, on no
+    queue; with `execution_of`, also the started-registry entry it writes before forking its work horse."""
+    conn = queues.redis()
+    queue = queues.get_queue(job.queue)
+    conn.lrem(queue.key, 0, job.rq_id)
+    if execution_of:
+        conn.zadd(queue.started_job_registry.key, {f"{job.rq_id}:e1": time.time() + 90})
+        conn.hset(f"rq:execution:{job.rq_id}:e1", "worker_name", execution_of)
+    Job.objects.filter(pk=job.pk).update(created_at=timezone.now() - reconcile.GRACE - timedelta(seconds=1))
+
+
+def seen_adrift_long_ago(job: Job, settings: Any) -> None:
+    queues.redis().hset(reconcile.ADRIFT_KEY, job.rq_id, time.time() - settings.JOBS_WORKER_DEAD_AFTER - 1)
+
+
+def test_a_queued_job_a_dead_worker_took_off_its_queue_goes_back_to_the_front_and_runs_once(settings):
+    waiting = services.job_enqueue(type="example")
+    job = services.job_enqueue(type="example")
+    taken_by_a_worker_that_died(job)
+
+    assert reconcile.reconcile().put_back == 0  # first seen: a live worker may be about to start it
+    assert queued_ids() == [waiting.rq_id]
+    seen_adrift_long_ago(job, settings)
+    assert reconcile.reconcile().put_back == 1
+
+    assert queued_ids() == [job.rq_id, waiting.rq_id]
+    assert rqstore.status(job.rq_id) == "queued"
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (JobStatus.QUEUED, 0)  # it never started: no attempt spent
+    assert reconcile.reconcile().put_back == 0  # on its queue now: not put back twice
+    assert queued_ids() == [job.rq_id, waiting.rq_id]
+    assert not queues.redis().hexists(reconcile.ADRIFT_KEY, job.rq_id)
+
+
+def test_a_job_whose_worker_lives_is_left_to_it_and_put_back_once_that_worker_is_dead(settings):
+    conn = queues.redis()
+    job = services.job_enqueue(type="example")
+    taken_by_a_worker_that_died(job, execution_of="forking")
+    conn.sadd(worker.PRODUCT_WORKERS, "forking")
+    conn.set(mirror.alive_key("forking"), "1", ex=60)
+    reconcile.reconcile()
+    seen_adrift_long_ago(job, settings)
+
+    assert reconcile.reconcile().put_back == 0  # its worker beats: it starts the job or records its end
+    assert queued_ids() == []
+
+    conn.delete(mirror.alive_key("forking"))
+    assert reconcile.reconcile().put_back == 1
+    assert queued_ids() == [job.rq_id]
+    started_registry = queues.get_queue("default").started_job_registry
+    assert conn.zrange(started_registry.key, 0, -1) == []  # RQ will not fail it later as abandoned
+
+
+def test_a_job_a_worker_popped_and_started_meanwhile_is_not_put_back(settings):
+    job = services.job_enqueue(type="example")
+    taken_by_a_worker_that_died(job)
+    reconcile.reconcile()
+    seen_adrift_long_ago(job, settings)
+    queues.redis().hset(rqstore.RQJob.key_for(job.rq_id), "status", "started")  # the worker was only slow
+
+    assert reconcile.reconcile().put_back == 0
+    assert queued_ids() == []
+    assert rqstore.put_back("default", job.rq_id) is False  # the script itself refuses a started job
