@@ -74,6 +74,18 @@ class MirrorWorkerMixin:
         self._failure: tuple[str, bool] | None = None
         self._mirror: MirrorProcess | None = None
 
+    def _set_ip_address(self, connection: Redis) -> None:
+        """RQ asks Redis for this worker's address as it is made: a worker started while Redis is
+        away (a machine booting, Redis restarting) waits for it rather than exit."""
+        while True:
+            try:
+                connection.ping()
+                break
+            except REDIS_ERRORS as exc:
+                log.warning("worker %s: waiting for Redis to start (%s)", self.name, exc)
+                time.sleep(1.0)
+        super()._set_ip_address(connection)  # type: ignore[misc]
+
     # --- transitions ----------------------------------------------------------
 
     def handle_job_failure(
@@ -164,6 +176,26 @@ class MirrorWorkerMixin:
             except REDIS_ERRORS as exc:
                 log.warning("worker %s: Redis failed again (%s)", self.name, exc)
 
+    def check_for_suspension(self, burst: bool) -> None:
+        """RQ's; with Redis away, the worker waits for it (RQ's loop quits on any error, and a
+        supervisor such as honcho then stops every process with it)."""
+        while True:
+            try:
+                super().check_for_suspension(burst)  # type: ignore[misc]
+                return
+            except REDIS_ERRORS as exc:
+                log.warning("worker %s: Redis unavailable (%s); waiting for it", self.name, exc)
+                if not self._wait_for_redis():
+                    return  # asked to stop: RQ's loop stops next
+
+    def run_maintenance_tasks(self) -> None:
+        """RQ's registry cleaning; Redis away skips it (the next round does it) after waiting for Redis."""
+        try:
+            super().run_maintenance_tasks()  # type: ignore[misc]
+        except REDIS_ERRORS as exc:
+            log.warning("worker %s: maintenance skipped, Redis unavailable (%s)", self.name, exc)
+            self._wait_for_redis()
+
     def _wait_for_redis(self) -> bool:
         """Wait until Redis answers; False when the worker was asked to stop meanwhile."""
         wait = 0.5
@@ -224,6 +256,18 @@ class MirrorWorkerMixin:
         return self._paused
 
     def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        """RQ's dequeue, skipping paused queues; Redis away, the worker waits for it (RQ retries
+        only refused connections, and its loop quits on a timeout). A job taken off its queue just
+        before Redis failed is put back by the reconciler (`jobs.reconcile.Adrift`)."""
+        while True:
+            try:
+                return self._dequeue(timeout, max_idle_time)
+            except REDIS_ERRORS as exc:
+                log.warning("worker %s: Redis unavailable while waiting for a job (%s)", self.name, exc)
+                if not self._wait_for_redis():
+                    return None  # asked to stop: RQ's loop ends
+
+    def _dequeue(self, timeout: int | None, max_idle_time: int | None) -> Any:
         """RQ's dequeue, skipping paused queues (a pause takes effect within about a second)."""
         idle_since = time.monotonic()
         while True:

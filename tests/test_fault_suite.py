@@ -557,6 +557,57 @@ def test_a_worker_whose_job_ends_while_redis_restarts_keeps_working(processes, f
     assert worker.poll() is None, [line for line in processes.log(worker).splitlines() if "quitting" in line]
 
 
+def test_a_worker_started_while_redis_is_away_waits_for_it_then_runs_jobs(processes, fault_types, run_log, own_redis):
+    env = fault_env(run_log, REDIS_URL=own_redis.url)
+    own_redis.stop()
+    worker = processes.start("rqworker", *queues.QUEUE_NAMES, **env)
+    processes.wait_until_logged(worker, "waiting for Redis to start", "the worker to wait for Redis")
+    time.sleep(1.5)
+    assert worker.poll() is None, processes.log(worker)
+
+    own_redis.start()
+    processes.wait_until_listening(worker)
+    job = services.job_enqueue(type=fault_types.RECORD)
+    wait_for_status(job, ENDED, 30)
+    assert job.status == JobStatus.FINISHED
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("step", ["check_for_suspension", "dequeue_job_and_maintain_ttl"])
+def test_a_worker_waits_for_redis_where_rqs_loop_would_quit(own_redis, step):
+    """Between jobs RQ's loop checks for a suspension and takes the next job: a Redis error there
+    ended the worker (found by the chaos run). The product's worker waits for Redis instead."""
+    from jobs.worker import Worker
+
+    worker = Worker(queues.all_queues(), connection=queues.redis())
+    outcome: dict[str, Any] = {}
+
+    def run_step() -> None:
+        try:
+            if step == "check_for_suspension":
+                worker.check_for_suspension(False)
+                outcome["returned"] = None
+            else:
+                outcome["returned"] = worker.dequeue_job_and_maintain_ttl(5)
+        except Exception as exc:  # what RQ's loop would quit on
+            outcome["raised"] = exc
+
+    own_redis.stop()
+    thread = threading.Thread(target=run_step, daemon=True)
+    thread.start()
+    thread.join(2.0)
+    assert thread.is_alive(), outcome  # waiting, not raising
+
+    own_redis.start()
+    job = services.job_enqueue(type="example")
+    thread.join(20)
+    assert not thread.is_alive()
+    assert "raised" not in outcome, outcome
+    if step == "dequeue_job_and_maintain_ttl":
+        taken, queue = outcome["returned"]
+        assert (taken.id, queue.name) == (job.rq_id, job.queue)
+
+
 def test_a_job_running_through_a_redis_restart_is_not_run_a_second_time_meanwhile(
     processes, fault_types, run_log, own_redis, api
 ):
