@@ -177,9 +177,13 @@ def race(first: Any, second: Any) -> list[Any]:
     return outcomes
 
 
-def test_two_callers_retrying_the_same_failed_job_retry_it_once_in_each_of_20_rounds():
+#: Rounds of each race: each round is one chance for the two callers to interleave.
+ROUNDS = 50
+
+
+def test_two_callers_retrying_the_same_failed_job_retry_it_once_in_each_of_50_rounds():
     job = history_row(JobStatus.FAILED, attempts=3, ended_at=timezone.now())
-    for _ in range(20):
+    for _ in range(ROUNDS):
         outcomes = race(lambda: services.job_retry(job=job), lambda: services.job_retry(job=job))
         done = [outcome for outcome in outcomes if isinstance(outcome, Job)]
         refused = [outcome for outcome in outcomes if isinstance(outcome, ActionNotAllowed)]
@@ -189,8 +193,8 @@ def test_two_callers_retrying_the_same_failed_job_retry_it_once_in_each_of_20_ro
         queues.redis().delete(queues.get_queue("default").key)
 
 
-def test_a_cancel_racing_the_schedulers_promotion_leaves_one_truth_in_20_rounds():
-    for _ in range(20):
+def test_a_cancel_racing_the_schedulers_promotion_leaves_one_truth_in_50_rounds():
+    for _ in range(ROUNDS):
         job = services.job_enqueue(type="example", delay_seconds=60)
         outcomes = race(lambda job=job: services.job_cancel(job=job), lambda: services.promote_due_jobs(now=later()))
         drain()
