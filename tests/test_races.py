@@ -224,21 +224,27 @@ def plain_enqueue(path: Any) -> str:
 
 
 @pytest.mark.slow
-def test_a_plain_django_rq_job_is_refused_and_recorded_and_blocks_nothing(processes, tmp_path):
-    marker = tmp_path / "ran"
-    job_id = plain_enqueue(marker)
+def test_plain_django_rq_jobs_are_refused_and_recorded_and_block_nothing(processes, tmp_path):
+    markers = [tmp_path / f"ran-{index}" for index in range(40)]
+    job_ids = [plain_enqueue(marker) for marker in markers]
     ours = services.job_enqueue(type="example", params={"duration": 0}, queue="high")
     processes.worker("high", worker_class="jobs.worker.SimpleWorker")
-    row = wait_for(lambda: Job.objects.filter(pk=job_id, status=JobStatus.FAILED).first(), 20, message="the row")
+    wait_for(
+        lambda: Job.objects.filter(pk__in=job_ids, status=JobStatus.FAILED).count() == len(job_ids),
+        60,
+        message="a failed row for each",
+    )
+    row = Job.objects.get(pk=job_ids[0])
     assert row.type == "external"
     assert row.params["callable"] == "tests.external_callables.touch"
-    assert str(marker) in row.params["args"]
+    assert str(markers[0]) in row.params["args"]
     assert "refused to run 'tests.external_callables.touch'" in row.error
     assert "JOBS_EXTERNAL_CALLABLES" in row.error
-    assert not marker.exists()
-    # Our own job on the same queue runs, and the history keeps up.
-    wait_for(lambda: Job.objects.get(pk=ours.pk).status == JobStatus.FINISHED, 20, message="our job")
+    assert not any(marker.exists() for marker in markers)
+    # Our own job on the same queue, behind them, runs; the history keeps up and the reconciler judges.
+    wait_for(lambda: Job.objects.get(pk=ours.pk).status == JobStatus.FINISHED, 30, message="our job")
     assert mirror.oldest_unapplied_ms(queues.redis()) is None
+    assert reconcile.reconcile().skipped_mirror_behind is False
 
 
 @pytest.mark.slow
