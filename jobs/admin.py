@@ -656,3 +656,6 @@ class JobAuditAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+from jobs import schedule_admin as schedule_admin  # noqa: E402  (registers the schedules' admin)

@@ -246,6 +246,8 @@ class JobAudit(models.Model):
     #: The user's name at the time (kept if the user is deleted).
     username = models.CharField(max_length=150, blank=True)
     via = models.CharField(max_length=16, choices=Via.choices, default=Via.CODE)
+    #: More on the action: which schedule, and for which due time, created the job.
+    note = models.CharField(max_length=300, blank=True)
     at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -260,3 +262,80 @@ class JobAudit(models.Model):
     def __str__(self) -> str:
         who = self.username or "someone"
         return f"{who} {self.action} {self.job_type} {self.job_id} via {self.via}"
+
+
+#: `timezone.now`, under a name a `timezone` field does not hide.
+NOW = timezone.now
+
+
+class Schedule(models.Model):
+    """A job created again and again: on a cron expression in a time zone, or every N seconds.
+
+    Run by the active scheduler process (`jobs.schedules`); its timing rules are `jobs.timing`'s.
+    """
+
+    class Missed(models.TextChoices):
+        ONCE = "once", "Run once"
+        SKIP = "skip", "Skip"
+
+    name = models.CharField(max_length=100, unique=True)
+    type = models.CharField("job type", max_length=100)
+    params = models.JSONField(default=dict, blank=True)
+    queue = models.CharField(max_length=50, blank=True, help_text="Empty: the job type's queue.")
+    cron = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="Five fields: minute hour day month weekday, e.g. <code>30 2 * * *</code>.",
+    )
+    every = models.PositiveIntegerField("interval (seconds)", null=True, blank=True, help_text="Instead of a cron.")
+    timezone = models.CharField("time zone", max_length=64, help_text="An IANA name, e.g. Europe/Berlin.")
+    enabled = models.BooleanField(default=True)
+    start_at = models.DateTimeField(null=True, blank=True, help_text="Nothing runs before.")
+    end_at = models.DateTimeField(null=True, blank=True, help_text="Nothing runs after.")
+    missed = models.CharField(
+        "missed runs",
+        max_length=8,
+        choices=Missed.choices,
+        default=Missed.ONCE,
+        help_text="Runs due while no scheduler was running: run once when one is back, or skip them.",
+    )
+    #: Declared in code (`JOBS_SCHEDULES`): its timing and job are set from there at each start.
+    declared = models.BooleanField("declared in code", default=False, editable=False)
+    #: The next due time; None when disabled or ended. The scheduler reads the due ones by it.
+    next_due_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_due_at = models.DateTimeField(null=True, blank=True, editable=False)
+    #: Interval schedules without a start count from here.
+    created_at = models.DateTimeField(default=NOW, editable=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        indexes = [
+            models.Index(fields=["next_due_at"], name="schedule_due_idx", condition=models.Q(enabled=True)),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ScheduleRun(models.Model):
+    """One run of a schedule: the job it created for one due time. Unique per due time, so that a
+    run is created once even when two schedulers act at once."""
+
+    schedule = models.ForeignKey(Schedule, on_delete=models.CASCADE, related_name="runs")
+    due_at = models.DateTimeField()
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    missed = models.BooleanField(default=False, help_text="Made for due times missed while no scheduler ran.")
+    by_hand = models.BooleanField(default=False, help_text="Run now, from the admin or the API.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-due_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["schedule", "due_at"], name="schedulerun_once", condition=models.Q(by_hand=False)
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.schedule} at {self.due_at:%Y-%m-%d %H:%M:%S}"

@@ -1,7 +1,13 @@
-"""The scheduler process: delayed-job promotion, the reconciler, and a mirror drainer.
+"""The scheduler process: delayed-job promotion, schedules, the reconciler, and a mirror drainer.
 
 Several may run (one per machine, say): a Redis lock makes one of them active
 and the others stand by, taking over within `LOCK_TTL` seconds of its death.
+A thread renews the lock while a round works, so a slow round (a slow database)
+does not let a standby in. A leader frozen past its lock (SIGSTOP, a paused VM)
+may still finish its round after a standby took over: what it does then is
+harmless, because each action is claimed where it is done (a promotion by a Lua
+script that moves a job only if it is still scheduled; a schedule's run by its
+row lock and its unique (schedule, due time) row, in the job's transaction).
 Every one of them drains the event stream.
 """
 
@@ -19,7 +25,8 @@ import redis as redis_lib
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 
-from jobs import queues, services, stats
+from jobs import queues, schedules, services, stats
+from jobs.errors import InvalidJobRequest
 from jobs.mirror import MirrorThread, alive_key
 from jobs.reconcile import reconcile
 
@@ -52,6 +59,7 @@ class Scheduler:
         self.stop_requested = threading.Event()
         self.active = False
         self._last_reconcile = 0.0
+        self._declared_synced = False
 
     def _hold_lock(self) -> bool:
         if self.active:
@@ -62,10 +70,29 @@ class Scheduler:
                 log.info("%s is now the active scheduler", self.name)
         return self.active
 
+    def _keep_lock(self) -> None:
+        """Renew the lock every third of its life while this scheduler is active, rounds or not."""
+        while not self.stop_requested.wait(LOCK_TTL / 3):
+            if not self.active:
+                continue
+            try:
+                if not self.redis.eval(_RENEW, 1, LOCK_KEY, self.name, LOCK_TTL):
+                    self.active = False
+                    log.warning("%s lost the scheduler lock (it was frozen past it); standing by", self.name)
+            except (redis_lib.RedisError, OSError) as exc:
+                log.warning("scheduler: lock not renewed, Redis unavailable (%s)", exc)
+
     def run_once(self) -> None:
         if not self._hold_lock():
             return
+        if not self._declared_synced:
+            self._declared_synced = True
+            try:
+                schedules.sync_declared()
+            except InvalidJobRequest as exc:
+                log.error("scheduler: JOBS_SCHEDULES not applied: %s", exc)
         services.promote_due_jobs()
+        schedules.run_due()
         stats.fold()
         now = time.monotonic()
         if now - self._last_reconcile >= self.reconcile_every:
@@ -79,6 +106,7 @@ class Scheduler:
             alive_key=alive_key(self.name),  # so that the reconciler never takes over what it reads
         )
         mirror.start()
+        threading.Thread(target=self._keep_lock, name="scheduler-lock", daemon=True).start()
         log.info("%s started (tick %.1fs, reconcile every %.0fs)", self.name, self.tick, self.reconcile_every)
         try:
             while not self.stop_requested.is_set():

@@ -236,6 +236,26 @@ JOBS_STREAM_BACKLOG_LIMIT = env_int("JOBS_STREAM_BACKLOG_LIMIT", 50_000)
 # paths), while a team moves to job types; any other job that did not come through the
 # product fails without running. Both get a history row of type "external".
 JOBS_EXTERNAL_CALLABLES = env_list("JOBS_EXTERNAL_CALLABLES", "")
+
+
+def env_schedules(name: str) -> list[dict[str, Any]]:
+    """Schedules declared in code: a JSON list of objects (name, type, cron or every, and optionally
+    params, queue, timezone, missed, start_at, end_at); the scheduler makes them exist at its start."""
+    import json
+
+    try:
+        value = json.loads(env(name, "[]"))
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} must be a JSON list of schedules: {exc}") from exc
+    if not isinstance(value, list) or not all(
+        isinstance(entry, dict) and isinstance(entry.get("name"), str) and isinstance(entry.get("type"), str)
+        for entry in value
+    ):
+        raise ImproperlyConfigured(f"{name} must be a JSON list of objects, each with a name and a type")
+    return value
+
+
+JOBS_SCHEDULES = env_schedules("JOBS_SCHEDULES")
 # Where the report job writes its files.
 MEDIA_ROOT = BASE_DIR / env("MEDIA_ROOT", "media")  # relative paths are relative to the project
 MEDIA_URL = "/media/"

@@ -89,6 +89,7 @@ def as_migrated(request: pytest.FixtureRequest) -> None:
     for name, function in (
         ("0003_counters_search_groups", "create_groups"),
         ("0007_rollups_audit", "grant_audit_view"),
+        ("0011_schedules", "grant_schedules"),
     ):
         migration = importlib.import_module(f"jobs.migrations.{name}")
         getattr(migration, function)(_models_after(name), None)

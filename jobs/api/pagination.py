@@ -31,3 +31,9 @@ class JobCursorPagination(CursorPagination):
             return super().decode_cursor(request)
         except NotFound:
             raise ValidationError({"cursor": ["invalid cursor"]}) from None
+
+
+class ScheduleCursorPagination(JobCursorPagination):
+    """Schedules by name."""
+
+    ordering = ("name", "id")

@@ -28,8 +28,14 @@ class JobPermissions(DjangoModelPermissions):
 class ReadJobs(JobPermissions):
     """For endpoints that only read (statistics, job types), whatever the method."""
 
+    perm = "jobs.view_job"
+
     def has_permission(self, request: Request, view: Any) -> bool:
-        return bool(request.user and request.user.is_authenticated and request.user.has_perm("jobs.view_job"))
+        return bool(request.user and request.user.is_authenticated and request.user.has_perm(self.perm))
+
+
+class ReadSchedules(ReadJobs):
+    perm = "jobs.view_schedule"
 
 
 class ActOnJobs(JobPermissions):

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from jobs import queues, registry
-from jobs.models import Job, JobAttempt
+from jobs.models import Job, JobAttempt, Schedule
 from jobs.services import ACTIONS, JobRequest
 from jobs.statuses import JobStatus
 
@@ -319,3 +321,34 @@ class ValidationErrorSerializer(ErrorSerializer):
 
 class TokenSerializer(serializers.Serializer):
     token = serializers.CharField()
+
+
+class ScheduleSerializer(serializers.ModelSerializer):
+    """A schedule as the API lists it; its params with secrets masked."""
+
+    params = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Schedule
+        fields = [
+            "id",
+            "name",
+            "type",
+            "params",
+            "queue",
+            "cron",
+            "every",
+            "timezone",
+            "enabled",
+            "missed",
+            "start_at",
+            "end_at",
+            "declared",
+            "next_due_at",
+            "last_due_at",
+        ]
+        read_only_fields = fields
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_params(self, schedule: Schedule) -> Any:
+        return registry.masked_params(schedule.type, schedule.params)

@@ -12,6 +12,7 @@ urlpatterns = [
     re_path(r"^jobs/actions/?$", views.JobBulkActionApi.as_view(), name="job-bulk-action"),
     re_path(r"^jobs/(?P<job_id>[^/]+)/?$", views.JobDetailApi.as_view(), name="job-detail"),
     re_path(r"^jobs/(?P<job_id>[^/]+)/action/?$", views.JobActionApi.as_view(), name="job-action"),
+    re_path(r"^schedules/?$", views.ScheduleListApi.as_view(), name="schedule-list"),
     re_path(r"^queues/?$", views.QueueListApi.as_view(), name="queue-list"),
     re_path(r"^queues/(?P<name>[^/]+)/pause/?$", views.QueuePauseApi.as_view(), name="queue-pause"),
     re_path(r"^queues/(?P<name>[^/]+)/resume/?$", views.QueueResumeApi.as_view(), name="queue-resume"),

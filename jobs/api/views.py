@@ -22,10 +22,10 @@ from rest_framework.views import APIView
 
 from jobs import selectors, services
 from jobs.api import serializers as s
-from jobs.api.pagination import JobCursorPagination
-from jobs.api.permissions import ActOnJobs, JobPermissions, ReadJobs, may_act
+from jobs.api.pagination import JobCursorPagination, ScheduleCursorPagination
+from jobs.api.permissions import ActOnJobs, JobPermissions, ReadJobs, ReadSchedules, may_act
 from jobs.api.throttling import JobWriteThrottle
-from jobs.models import Job, JobAudit
+from jobs.models import Job, JobAudit, Schedule
 from jobs.selectors import JobFilter
 
 ERRORS: dict[int | tuple[int, str], Any] = {
@@ -254,6 +254,25 @@ class QueueListApi(JobsApiView):
         return Response(
             s.QueueHealthSerializer([{"name": name, **info} for name, info in health.items()], many=True).data
         )
+
+
+class ScheduleListApi(JobsApiView):
+    name = "Schedules"  # what the browsable API calls it
+    permission_classes = [ReadSchedules]
+
+    @extend_schema(
+        operation_id="schedules_list",
+        summary="The schedules (managed in the admin), by name, with their next and last run times",
+        parameters=[
+            OpenApiParameter("cursor", OpenApiTypes.STR, description="The page cursor from next/previous."),
+            OpenApiParameter("page_size", OpenApiTypes.INT, description="Schedules per page (at most 500)."),
+        ],
+        responses={200: s.ScheduleSerializer(many=True), **ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        paginator = ScheduleCursorPagination()
+        page = paginator.paginate_queryset(Schedule.objects.all(), request, view=self)
+        return paginator.get_paginated_response(s.ScheduleSerializer(page, many=True).data)
 
 
 QUEUE_ACTION_RESPONSES = {

@@ -7,7 +7,7 @@ from jobs.scheduler import Scheduler
 
 
 class Command(BaseCommand):
-    help = "Run the scheduler: promotes delayed jobs and retries when due, reconciles, mirrors events."
+    help = "Run the scheduler: promotes delayed jobs and retries when due, runs schedules, reconciles, mirrors events."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--tick", type=float, default=1.0, help="Seconds between two rounds (default 1).")

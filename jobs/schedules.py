@@ -1,0 +1,205 @@
+"""Schedules: saving them, running the due ones exactly once, running one now.
+
+The active scheduler process calls `run_due` every tick. Two may act at once (a leader that
+stalled past its lock while a standby took over): each run locks its schedule's row and claims
+its due time in `ScheduleRun` (unique per schedule and due time) in the same transaction as its
+job, so a due time makes one job whoever acts. The job is created through `jobs.services` like
+any other (history row, retries, dispatched when the transaction commits) with an audit entry
+naming its schedule. Timing rules (cron in a time zone, intervals, daylight saving) are
+`jobs.timing`'s.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import AnonymousUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from jobs import queues, registry, services, timing
+from jobs.errors import InvalidJobRequest
+from jobs.models import Job, JobAudit, Schedule, ScheduleRun
+
+log = logging.getLogger(__name__)
+
+#: Schedules run per tick at most (the rest are due on the next one).
+BATCH = 1000
+#: A timing error's field, as the schedule's form and API name it.
+TIMING_FIELDS = {"cron": "cron", "every": "every", "timezone": "timezone", "end": "end_at"}
+
+User = AbstractBaseUser | AnonymousUser | None
+
+
+def timing_of(schedule: Schedule) -> timing.Timing:
+    return timing.Timing(
+        cron=schedule.cron.strip(),
+        every=schedule.every,
+        timezone=schedule.timezone or settings.TIME_ZONE,
+        start=schedule.start_at,
+        end=schedule.end_at,
+        anchor=schedule.created_at,
+    )
+
+
+def validate(schedule: Schedule) -> dict[str, list[str]]:
+    """Every field error of a schedule (its timing, job type, params and queue); empty when valid.
+    Sets its params to the type's validated form."""
+    errors: dict[str, list[str]] = {}
+    try:
+        timing_of(schedule)
+    except timing.InvalidTiming as exc:
+        errors[TIMING_FIELDS.get(exc.field, "cron")] = [str(exc)]
+    spec = registry.find(schedule.type)
+    if spec is None:
+        errors["type"] = [f"unknown job type {schedule.type!r}; types are {', '.join(sorted(registry.names()))}"]
+    else:
+        try:
+            schedule.params = spec.validate(schedule.params)
+        except InvalidJobRequest as exc:
+            for key, messages in exc.errors.items():  # "params.duration": on the params, naming the field
+                name = key.removeprefix("params.")
+                errors.setdefault("params", []).extend(
+                    messages if name in ("params", "non_field_errors") else [f"{name}: {m}" for m in messages]
+                )
+    if schedule.queue and schedule.queue not in queues.QUEUE_NAMES:
+        errors["queue"] = [f"unknown queue {schedule.queue!r}; queues are {', '.join(queues.QUEUE_NAMES)}"]
+    return errors
+
+
+def _set_next_due(schedule: Schedule, now: datetime) -> None:
+    schedule.next_due_at = timing_of(schedule).next_after(now) if schedule.enabled else None
+
+
+def schedule_save(*, schedule: Schedule) -> Schedule:
+    """Create or change a schedule; its next run time follows at once (the scheduler reads it every tick)."""
+    if not schedule.timezone:
+        schedule.timezone = settings.TIME_ZONE
+    errors = validate(schedule)
+    if errors:
+        raise InvalidJobRequest(errors)
+    _set_next_due(schedule, timezone.now())
+    schedule.save()
+    return schedule
+
+
+def schedules_enable(*, schedules: list[Schedule], enabled: bool) -> int:
+    now = timezone.now()
+    changed = 0
+    for schedule in schedules:
+        if schedule.enabled != enabled:
+            schedule.enabled = enabled
+            _set_next_due(schedule, now)
+            schedule.save(update_fields=["enabled", "next_due_at", "updated_at"])
+            changed += 1
+    return changed
+
+
+def _create_job(schedule: Schedule, due: datetime, user: User, via: str, note: str) -> Job:
+    """The schedule's job, in the caller's transaction (dispatched when it commits)."""
+    job = services.job_enqueue(type=schedule.type, params=schedule.params, queue=schedule.queue or None, user=user)
+    actor = user if user is not None and user.is_authenticated else None
+    JobAudit.objects.create(
+        job_id=job.id,
+        job_type=job.type,
+        action="create",
+        status_before="",
+        user_id=actor.pk if actor is not None else None,
+        username=actor.get_username() if actor is not None else "",
+        via=via,
+        note=note[:300],
+    )
+    return job
+
+
+def _local(schedule: Schedule, moment: datetime) -> str:
+    return f"{moment.astimezone(timing.zone(schedule.timezone)):%Y-%m-%d %H:%M:%S %Z}"
+
+
+def run_due(now: datetime | None = None) -> int:
+    """Create the jobs of the schedules due at `now`; returns how many were created."""
+    now = now or timezone.now()
+    due = (
+        Schedule.objects.filter(enabled=True, next_due_at__lte=now)
+        .order_by("next_due_at")
+        .values_list("pk", flat=True)[:BATCH]
+    )
+    return sum(_run(pk, now) for pk in list(due))
+
+
+def _run(pk: Any, now: datetime) -> int:
+    try:
+        with transaction.atomic():
+            schedule = Schedule.objects.select_for_update().filter(pk=pk, enabled=True).first()
+            if schedule is None or schedule.next_due_at is None or schedule.next_due_at > now:
+                return 0  # disabled, deleted or run by another scheduler meanwhile
+            plan = timing.plan(timing_of(schedule), schedule.next_due_at, now, schedule.missed)
+            made = 0
+            if plan.run_for is not None:
+                try:
+                    with transaction.atomic():
+                        run = ScheduleRun.objects.create(schedule=schedule, due_at=plan.run_for, missed=plan.missed)
+                except IntegrityError:
+                    log.info("schedule %s: the run due %s was made by another scheduler", schedule, plan.run_for)
+                else:
+                    how = "missed, run once" if plan.missed else "due"
+                    note = f"schedule {schedule.name!r}, {how} {_local(schedule, plan.run_for)}"
+                    run.job = _create_job(schedule, plan.run_for, None, JobAudit.Via.SCHEDULE, note)
+                    run.save(update_fields=["job"])
+                    made = 1
+            elif plan.missed:
+                log.info("schedule %s: runs missed until %s skipped", schedule, _local(schedule, now))
+            schedule.last_due_at = plan.run_for or schedule.last_due_at
+            schedule.next_due_at = plan.next_due
+            schedule.save(update_fields=["last_due_at", "next_due_at"])
+            return made
+    except InvalidJobRequest as exc:
+        # The type was unregistered or its params no longer validate: this due time is skipped,
+        # said in the log, and the next one comes (an edit in the admin mends it).
+        log.error("schedule %s: its job could not be created: %s", pk, exc)
+        schedule = Schedule.objects.get(pk=pk)
+        schedule.next_due_at = timing_of(schedule).next_after(now)
+        schedule.save(update_fields=["next_due_at"])
+        return 0
+
+
+def schedule_run_now(*, schedule: Schedule, user: User = None, via: str = services.VIA_CODE) -> Job:
+    """Create the schedule's job now, whatever its timing (the admin's and the API's "run now")."""
+    now = timezone.now()
+    with transaction.atomic():
+        run = ScheduleRun.objects.create(schedule=schedule, due_at=now, by_hand=True)
+        run.job = _create_job(schedule, now, user, via, f"schedule {schedule.name!r}, run now")
+        run.save(update_fields=["job"])
+    return run.job
+
+
+def sync_declared(declared: list[dict[str, Any]] | None = None) -> list[Schedule]:
+    """Make the schedules declared in code (`JOBS_SCHEDULES`) exist as declared; remove the declared
+    ones no longer there. Whether one is enabled stays as the admin set it."""
+    declared = settings.JOBS_SCHEDULES if declared is None else declared
+    kept = []
+    with transaction.atomic():
+        for entry in declared:
+            schedule = Schedule.objects.filter(name=entry["name"]).first() or Schedule(name=entry["name"])
+            schedule.declared = True
+            schedule.type = entry["type"]
+            schedule.params = dict(entry.get("params") or {})
+            schedule.queue = entry.get("queue", "")
+            schedule.cron = entry.get("cron", "")
+            schedule.every = entry.get("every")
+            schedule.timezone = entry.get("timezone", settings.TIME_ZONE)
+            schedule.missed = entry.get("missed", Schedule.Missed.ONCE)
+            schedule.start_at = entry.get("start_at")
+            schedule.end_at = entry.get("end_at")
+            try:
+                kept.append(schedule_save(schedule=schedule))
+            except InvalidJobRequest as exc:
+                raise InvalidJobRequest(
+                    {f"JOBS_SCHEDULES {entry['name']!r}.{k}": v for k, v in exc.errors.items()}
+                ) from exc
+        Schedule.objects.filter(declared=True).exclude(name__in=[entry["name"] for entry in declared]).delete()
+    return kept

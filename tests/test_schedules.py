@@ -1,0 +1,337 @@
+"""Schedules: their timing at any instant (a controllable clock), their runs with the real Redis and
+database, exactly once under concurrent schedulers, the admin and the API."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import connections
+from django.test import Client
+from django.utils import timezone
+from rest_framework.test import APIClient
+
+from jobs import queues, schedules, timing
+from jobs.errors import InvalidJobRequest
+from jobs.models import Job, JobAudit, Schedule, ScheduleRun
+from jobs.statuses import JobStatus
+from tests.conftest import wait_for
+from tests.helpers import OPERATORS, VIEWERS, make_user
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+# --- timing: pure, at any instant ------------------------------------------------------------------
+
+
+def due_times(spec: timing.Timing, start: datetime, end: datetime) -> list[datetime]:
+    found, moment = [], start
+    while (moment := spec.next_after(moment)) is not None and moment <= end:  # type: ignore[assignment]
+        found.append(moment)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("first_day", "change"),
+    [(utc(2026, 3, 26), "spring forward, 29 March"), (utc(2026, 10, 22), "fall back, 25 October")],
+)
+def test_every_day_at_0230_berlin_runs_once_on_each_day_around_a_clock_change(first_day, change):
+    spec = timing.Timing(cron="30 2 * * *", timezone="Europe/Berlin")
+    runs = due_times(spec, first_day, first_day + timedelta(days=7))
+    days = [run.astimezone(BERLIN).date() for run in runs]
+    assert len(runs) == 7, runs
+    assert len(set(days)) == 7, runs
+    walls = [f"{run.astimezone(BERLIN):%H:%M}" for run in runs]
+    if change.startswith("spring"):
+        # 02:30 does not exist on 29 March: it runs an hour later by the new clock, once.
+        assert walls == ["02:30", "02:30", "02:30", "03:30", "02:30", "02:30", "02:30"]
+    else:
+        # 02:30 happens twice on 25 October: it runs at the first, in summer time.
+        assert walls == ["02:30"] * 7
+        assert runs[3] == utc(2026, 10, 25, 0, 30)
+
+
+def test_an_interval_counts_from_its_start_and_stops_at_its_end():
+    spec = timing.Timing(every=90, start=utc(2026, 1, 1, 12), end=utc(2026, 1, 1, 12, 5))
+    assert due_times(spec, utc(2026, 1, 1), utc(2026, 1, 2)) == [
+        utc(2026, 1, 1, 12) + timedelta(seconds=90 * n) for n in range(4)
+    ]
+    assert spec.latest_at_or_before(utc(2026, 1, 1, 12, 4)) == utc(2026, 1, 1, 12, 3)
+    assert spec.latest_at_or_before(utc(2026, 1, 1, 11)) is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "text"),
+    [
+        ({"cron": "61 * * * *"}, "cron", "not a cron expression"),
+        ({"cron": "* * *"}, "cron", "five fields"),
+        ({"cron": "* * * * *", "timezone": "Mars/Olympus"}, "timezone", "unknown time zone"),
+        ({"every": 0, "anchor": utc(2026, 1, 1)}, "every", "at least one second"),
+        ({}, "cron", "one of the two"),
+        ({"cron": "* * * * *", "every": 5}, "cron", "one of the two"),
+    ],
+)
+def test_a_timing_that_cannot_be_used_is_refused_naming_its_field(kwargs, field, text):
+    with pytest.raises(timing.InvalidTiming, match=text) as caught:
+        timing.Timing(**kwargs)
+    assert caught.value.field == field
+
+
+def test_a_run_late_by_more_than_a_minute_follows_the_missed_run_policy():
+    spec = timing.Timing(cron="0 * * * *")
+    due = utc(2026, 5, 1, 10)
+    on_time = timing.plan(spec, due, due + timedelta(seconds=3), timing.SKIP)
+    assert (on_time.run_for, on_time.next_due, on_time.missed) == (due, utc(2026, 5, 1, 11), False)
+    # The scheduler was away three hours: one run for the latest due time, or none.
+    back = utc(2026, 5, 1, 13, 20)
+    once = timing.plan(spec, due, back, timing.RUN_ONCE)
+    assert (once.run_for, once.next_due, once.missed) == (utc(2026, 5, 1, 13), utc(2026, 5, 1, 14), True)
+    skip = timing.plan(spec, due, back, timing.SKIP)
+    assert (skip.run_for, skip.next_due, skip.missed) == (None, utc(2026, 5, 1, 14), True)
+    assert timing.plan(spec, due, due - timedelta(seconds=1), timing.SKIP).run_for is None
+
+
+# --- runs, with the real Redis and database ----------------------------------------------------------
+
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def make_schedule(**fields: Any) -> Schedule:
+    values: dict[str, Any] = {"name": "tick", "type": "example", "params": {"duration": 0}, "timezone": "UTC"}
+    values.update(fields)
+    if "every" not in fields and "cron" not in fields:
+        values["cron"] = "*/5 * * * *"
+    schedule = Schedule(**values)
+    if "created_at" in fields:
+        schedule.created_at = fields["created_at"]
+    return schedules.schedule_save(schedule=schedule)
+
+
+def jobs_of(schedule: Schedule) -> list[Job]:
+    return list(Job.objects.filter(pk__in=schedule.runs.values("job_id")).order_by("created_at"))
+
+
+def test_a_cron_schedule_creates_one_job_per_due_time_through_the_services(redis_db):
+    schedule = make_schedule()
+    first = schedule.next_due_at
+    assert first is not None
+    assert first.minute % 5 == 0
+
+    assert schedules.run_due(now=first - timedelta(seconds=1)) == 0
+    assert schedules.run_due(now=first) == 1
+    assert schedules.run_due(now=first + timedelta(seconds=30)) == 0  # not due again until +5 min
+    assert schedules.run_due(now=first + timedelta(minutes=5, seconds=2)) == 1
+
+    runs = list(schedule.runs.order_by("due_at"))
+    assert [run.due_at for run in runs] == [first, first + timedelta(minutes=5)]
+    jobs = jobs_of(schedule)
+    assert [job.type for job in jobs] == ["example", "example"]
+    assert {job.status for job in jobs} == {JobStatus.QUEUED}  # dispatched to Redis on commit
+    assert set(queues.get_queue("default").get_job_ids()) == {job.rq_id for job in jobs}
+    audit = JobAudit.objects.get(job_id=jobs[0].pk)
+    assert (audit.action, audit.via) == ("create", JobAudit.Via.SCHEDULE)
+    assert audit.note == f"schedule 'tick', due {first:%Y-%m-%d %H:%M:%S} UTC"
+
+
+@pytest.mark.parametrize(("policy", "made"), [(Schedule.Missed.ONCE, 1), (Schedule.Missed.SKIP, 0)])
+def test_runs_missed_while_no_scheduler_ran_follow_the_schedules_policy(redis_db, policy, made):
+    schedule = make_schedule(missed=policy)
+    first = schedule.next_due_at
+    assert first is not None
+    back = first + timedelta(hours=2, minutes=2)  # 25 due times passed, the last 2 minutes ago
+
+    assert schedules.run_due(now=back) == made
+    schedule.refresh_from_db()
+    assert schedule.next_due_at == first + timedelta(hours=2, minutes=5)
+    assert len(jobs_of(schedule)) == made
+    if made:
+        run = schedule.runs.get()
+        assert (run.due_at, run.missed) == (first + timedelta(hours=2), True)
+
+
+def test_an_edit_or_a_disable_is_followed_at_the_next_tick(redis_db):
+    schedule = make_schedule()
+    first = schedule.next_due_at
+    assert first is not None
+    schedules.schedules_enable(schedules=[schedule], enabled=False)
+    assert schedules.run_due(now=first) == 0
+    assert Schedule.objects.get(pk=schedule.pk).next_due_at is None
+
+    schedule.refresh_from_db()
+    schedule.enabled, schedule.cron, schedule.every = True, "", 60
+    schedules.schedule_save(schedule=schedule)
+    now = timezone.now()
+    assert schedule.next_due_at is not None
+    assert now < schedule.next_due_at <= now + timedelta(seconds=60)
+    assert schedules.run_due(now=schedule.next_due_at) == 1
+    Schedule.objects.filter(pk=schedule.pk).delete()
+    assert schedules.run_due(now=schedule.next_due_at + timedelta(minutes=5)) == 0
+
+
+def test_two_schedulers_running_the_same_due_schedules_at_once_make_each_run_once(redis_db):
+    made = [make_schedule(name=f"s{index:03d}", every=60) for index in range(60)]
+    due = max(schedule.next_due_at for schedule in made if schedule.next_due_at)
+    counts: list[int] = []
+
+    def scheduler() -> None:
+        try:
+            counts.append(schedules.run_due(now=due))
+        finally:
+            connections.close_all()
+
+    for _ in range(3):  # three rounds of the same due times: the later rounds find nothing
+        threads = [threading.Thread(target=scheduler) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert ScheduleRun.objects.count() == 60, counts
+    assert sum(counts) == 60
+    assert Job.objects.count() == 60
+    assert len(queues.get_queue("default").get_job_ids()) == 60
+
+
+def test_a_due_time_already_claimed_makes_no_second_job(redis_db):
+    schedule = make_schedule()
+    first = schedule.next_due_at
+    ScheduleRun.objects.create(schedule=schedule, due_at=first)  # another scheduler's run, committed
+    assert schedules.run_due(now=first) == 0
+    assert Job.objects.count() == 0
+    assert Schedule.objects.get(pk=schedule.pk).next_due_at == first + timedelta(minutes=5)
+
+
+def test_a_schedule_is_refused_with_a_message_per_bad_field():
+    with pytest.raises(InvalidJobRequest) as caught:
+        schedules.schedule_save(
+            schedule=Schedule(
+                name="bad", type="example", params={"duration": "soon"}, cron="0 25 * * *", timezone="Nowhere/Land"
+            )
+        )
+    errors = caught.value.errors
+    assert "not a cron expression" in errors["cron"][0]
+    assert "duration: Input should be a valid number" in errors["params"][0]
+    assert not Schedule.objects.exists()
+    with pytest.raises(InvalidJobRequest, match="unknown time zone"):
+        schedules.schedule_save(schedule=Schedule(name="bad", type="example", cron="* * * * *", timezone="Mars/X"))
+
+
+def test_schedules_declared_in_code_appear_keep_their_enabled_flag_and_go_when_removed():
+    declared = [{"name": "nightly", "type": "example", "cron": "30 2 * * *", "timezone": "Europe/Berlin"}]
+    (nightly,) = schedules.sync_declared(declared)
+    assert (nightly.declared, nightly.cron, nightly.enabled) == (True, "30 2 * * *", True)
+    schedules.schedules_enable(schedules=[nightly], enabled=False)
+    schedules.sync_declared([{**declared[0], "cron": "45 3 * * *"}])
+    nightly.refresh_from_db()
+    assert (nightly.cron, nightly.enabled) == ("45 3 * * *", False)
+    schedules.sync_declared([])
+    assert not Schedule.objects.exists()
+
+
+# --- the admin and the API ----------------------------------------------------------------------------
+
+
+def staff(name: str, groups: tuple[str, ...]) -> User:
+    user = make_user(name, groups=groups)
+    user.is_staff = True
+    user.save()
+    return user
+
+
+@pytest.fixture
+def operator() -> Client:
+    client = Client()
+    client.force_login(staff("otto", (OPERATORS,)))
+    return client
+
+
+def form_data(**fields: Any) -> dict[str, Any]:
+    data = {
+        "name": "nightly report",
+        "type": "example",
+        "params": '{"duration": 0}',
+        "queue": "",
+        "cron": "30 2 * * *",
+        "every": "",
+        "timezone": "Europe/Berlin",
+        "missed": "once",
+        "enabled": "on",
+    }
+    data.update(fields)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"cron": "30 26 * * *"}, "is not a cron expression"),
+        ({"timezone": "Europe/Atlantis"}, "unknown time zone"),
+        ({"params": '{"duration": "forever"}'}, "duration: Input should be a valid number"),
+        ({"cron": ""}, "give a cron expression or an interval"),
+    ],
+)
+def test_the_admin_refuses_a_bad_expression_zone_or_params_with_a_message(operator, fields, message):
+    response = operator.post("/admin/jobs/schedule/add/", form_data(**fields))
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert not Schedule.objects.exists()
+
+
+def test_the_admin_makes_a_schedule_shows_its_next_run_in_its_zone_and_runs_it_now(operator, redis_db):
+    response = operator.post("/admin/jobs/schedule/add/", form_data())
+    assert response.status_code == 302, response.content.decode()[:2000]
+    schedule = Schedule.objects.get()
+    assert schedule.next_due_at is not None
+    assert f"{schedule.next_due_at.astimezone(BERLIN):%H:%M}" == "02:30"
+
+    listing = operator.get("/admin/jobs/schedule/").content.decode()
+    assert "02:30 CE" in listing  # CET or CEST, by the season
+
+    response = operator.post(
+        "/admin/jobs/schedule/", {"action": "run_now", "_selected_action": [schedule.pk]}, follow=True
+    )
+    assert "1 job(s) created." in response.content.decode()
+    job = Job.objects.get()
+    assert job.status == JobStatus.QUEUED
+    audit = JobAudit.objects.get(job_id=job.pk)
+    assert (audit.via, audit.username, audit.note) == (JobAudit.Via.ADMIN, "otto", "schedule 'nightly report', run now")
+    page = operator.get(f"/admin/jobs/schedule/{schedule.pk}/change/").content.decode()
+    assert f"/admin/jobs/job/{job.pk}/change/" in page
+    assert "run now" in page
+
+    operator.post("/admin/jobs/schedule/", {"action": "disable", "_selected_action": [schedule.pk]})
+    schedule.refresh_from_db()
+    assert (schedule.enabled, schedule.next_due_at) == (False, None)
+
+
+def test_the_api_lists_schedules_to_viewers_only():
+    make_schedule(name="hourly", cron="0 * * * *")
+    api = APIClient()
+    assert api.get("/api/schedules").status_code in (401, 403)
+    api.force_authenticate(make_user("vic", groups=(VIEWERS,)))
+    body = api.get("/api/schedules").json()
+    (listed,) = body["results"]
+    assert (listed["name"], listed["cron"], listed["enabled"]) == ("hourly", "0 * * * *", True)
+    assert listed["next_due_at"] is not None
+    api.force_authenticate(make_user("nobody"))
+    assert api.get("/api/schedules").status_code == 403
+
+
+@pytest.mark.slow
+def test_the_scheduler_process_runs_a_schedule_at_each_due_time_once(processes):
+    schedule = make_schedule(name="every second", every=1)
+    processes.scheduler()
+    wait_for(lambda: schedule.runs.count() >= 4, 30, message="four runs")
+    due = list(schedule.runs.order_by("due_at").values_list("due_at", flat=True))
+    assert len(set(due)) == len(due)
+    assert {(later - earlier).total_seconds() for earlier, later in pairwise(due)} == {1.0}
+    assert Job.objects.filter(pk__in=schedule.runs.values("job_id")).count() == len(due)
