@@ -1,7 +1,8 @@
 """The scheduler process: delayed-job promotion, schedules, the reconciler, and a mirror drainer.
 
 Several may run (one per machine, say): a Redis lock makes one of them active
-and the others stand by, taking over within `LOCK_TTL` seconds of its death.
+and the others stand by, taking over within `JOBS_SCHEDULER_LOCK_TTL` seconds
+(15 by default) of its death.
 A thread renews the lock while a round works, so a slow round (a slow database)
 does not let a standby in. A leader frozen past its lock (SIGSTOP, a paused VM)
 may still finish its round after a standby took over: what it does then is
@@ -33,7 +34,6 @@ from jobs.reconcile import reconcile
 log = logging.getLogger(__name__)
 
 LOCK_KEY = "jobs:scheduler:lock"
-LOCK_TTL = 15
 
 # Renew the lock only if we still hold it (compare-and-expire).
 _RENEW = """
@@ -60,23 +60,24 @@ class Scheduler:
         self.active = False
         self._last_reconcile = 0.0
         self._declared_synced = False
+        self.lock_ttl = settings.JOBS_SCHEDULER_LOCK_TTL
 
     def _hold_lock(self) -> bool:
         if self.active:
-            self.active = bool(self.redis.eval(_RENEW, 1, LOCK_KEY, self.name, LOCK_TTL))
+            self.active = bool(self.redis.eval(_RENEW, 1, LOCK_KEY, self.name, self.lock_ttl))
         else:
-            self.active = bool(self.redis.set(LOCK_KEY, self.name, nx=True, ex=LOCK_TTL))
+            self.active = bool(self.redis.set(LOCK_KEY, self.name, nx=True, ex=self.lock_ttl))
             if self.active:
                 log.info("%s is now the active scheduler", self.name)
         return self.active
 
     def _keep_lock(self) -> None:
         """Renew the lock every third of its life while this scheduler is active, rounds or not."""
-        while not self.stop_requested.wait(LOCK_TTL / 3):
+        while not self.stop_requested.wait(self.lock_ttl / 3):
             if not self.active:
                 continue
             try:
-                if not self.redis.eval(_RENEW, 1, LOCK_KEY, self.name, LOCK_TTL):
+                if not self.redis.eval(_RENEW, 1, LOCK_KEY, self.name, self.lock_ttl):
                     self.active = False
                     log.warning("%s lost the scheduler lock (it was frozen past it); standing by", self.name)
             except (redis_lib.RedisError, OSError) as exc:

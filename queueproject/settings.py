@@ -227,6 +227,11 @@ JOBS_FAILURE_TTL = env_int("JOBS_FAILURE_TTL", 7 * 24 * 3600)
 JOBS_WORKER_DEAD_AFTER = env_int("JOBS_WORKER_DEAD_AFTER", 15)
 # How often the scheduler process runs the reconciler.
 JOBS_RECONCILE_INTERVAL = env_float("JOBS_RECONCILE_INTERVAL", 10.0)
+# Seconds the active scheduler's lock lives without renewal: a standby takes over within this
+# long of the active one's death (renewed every third of it while the active one lives).
+JOBS_SCHEDULER_LOCK_TTL = env_int("JOBS_SCHEDULER_LOCK_TTL", 15)
+if JOBS_SCHEDULER_LOCK_TTL < 1:
+    raise ImproperlyConfigured("JOBS_SCHEDULER_LOCK_TTL must be at least 1 (seconds)")
 # Your own modules that register job types (comma-separated dotted paths).
 JOBS_MODULES = env_list("JOBS_MODULES", "")
 # While the event stream holds more entries than this (the history is behind), workers
