@@ -26,8 +26,8 @@ from tests.helpers import OPERATORS, VIEWERS, make_user
 BERLIN = ZoneInfo("Europe/Berlin")
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
 
 
 # --- timing: pure, at any instant ------------------------------------------------------------------
