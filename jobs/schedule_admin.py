@@ -19,6 +19,8 @@ from jobs.models import JobAudit, Schedule
 
 #: The last runs a schedule's page shows.
 LAST_RUNS = 20
+#: A cron expression or a time kept on one line in the list.
+NOWRAP = '<span style="white-space: nowrap">{}</span>'
 
 
 class ScheduleForm(forms.ModelForm):
@@ -76,7 +78,7 @@ def _local(schedule: Schedule, moment: Any) -> str:
 @admin.register(Schedule)
 class ScheduleAdmin(admin.ModelAdmin):
     form = ScheduleForm
-    list_display = ["name", "type", "when", "timezone", "enabled", "next_run", "last_run", "declared"]
+    list_display = ["name", "type", "when", "timezone", "enabled", "next_run", "last_run"]
     list_filter = ["enabled", "type", "declared"]
     search_fields = ["name", "type"]
     readonly_fields = ["next_run", "last_run", "declared", "recent_runs"]
@@ -84,15 +86,15 @@ class ScheduleAdmin(admin.ModelAdmin):
 
     @admin.display(description="when")
     def when(self, schedule: Schedule) -> str:
-        return schedule.cron or f"every {schedule.every} s"
+        return format_html(NOWRAP, schedule.cron) if schedule.cron else f"every {schedule.every} s"
 
     @admin.display(description="next run", ordering="next_due_at")
     def next_run(self, schedule: Schedule) -> str:
-        return _local(schedule, schedule.next_due_at) if schedule.enabled else "disabled"
+        return format_html(NOWRAP, _local(schedule, schedule.next_due_at)) if schedule.enabled else "disabled"
 
     @admin.display(description="last run", ordering="last_due_at")
     def last_run(self, schedule: Schedule) -> str:
-        return _local(schedule, schedule.last_due_at)
+        return format_html(NOWRAP, _local(schedule, schedule.last_due_at))
 
     @admin.display(description=f"last runs (the latest {LAST_RUNS})")
     def recent_runs(self, schedule: Schedule) -> str:

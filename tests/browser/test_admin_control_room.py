@@ -120,3 +120,37 @@ def test_the_statistics_view_shows_its_charts(logged_in_page: Page, phone_page: 
     width = phone_page.evaluate("document.documentElement.scrollWidth")
     assert width <= 400, f"the page is {width}px wide on a 390px phone"
     screenshot(phone_page, "phone")
+
+
+def test_make_a_schedule_see_its_next_run_in_its_zone_and_run_it_now(logged_in_page: Page, screenshot: Shot) -> None:
+    page = logged_in_page
+    page.goto("/admin/jobs/schedule/add/")
+    page.get_by_label("Name:").fill("nightly report")
+    page.get_by_label("Job type:").select_option("example")
+    page.get_by_label("Params:").fill('{"duration": 0}')
+    page.get_by_label("Cron:").fill("30 26 * * *")
+    page.get_by_label("Time zone:").fill("Europe/Berlin")
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator(".field-cron .errorlist")).to_contain_text("is not a cron expression")
+    screenshot(page, "refused")
+
+    page.get_by_label("Cron:").fill("30 2 * * *")
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator(".messagelist")).to_contain_text("was added successfully")
+    row = page.locator("#result_list tbody tr").first
+    expect(row).to_contain_text("nightly report")
+    expect(row).to_contain_text("30 2 * * *")
+    expect(row).to_contain_text(re.compile(r"02:30 CES?T"))
+    screenshot(page, "list")
+
+    row.locator("input[type=checkbox]").check()
+    page.locator("select[name=action]").select_option("run_now")
+    page.get_by_role("button", name="Go").click()
+    expect(page.locator(".messagelist")).to_contain_text("1 job(s) created.")
+    job = Job.objects.get()
+    page.get_by_role("link", name="nightly report").click()
+    expect(page.locator(".field-recent_runs")).to_contain_text("run now")
+    expect(page.locator(f'.field-recent_runs a[href="/admin/jobs/job/{job.pk}/change/"]')).to_be_visible()
+    screenshot(page, "runs")
+    audit = JobAudit.objects.get(job_id=job.pk)
+    assert audit.note == "schedule 'nightly report', run now"
