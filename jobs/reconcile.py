@@ -89,7 +89,9 @@ def _worker_alive(conn: Redis, names: list[str]) -> dict[str, bool]:
     alive = {}
     for index, name in enumerate(names):
         has_alive_key, is_product, has_rq_key, has_died = answers[index * 4 : index * 4 + 4]
-        alive[name] = bool(has_alive_key) if is_product else bool(has_rq_key) and not has_died
+        # A liveness key is only ever written by a live product worker: alive, even when a Redis
+        # restart without persistence has emptied the set of product workers.
+        alive[name] = bool(has_alive_key) or (not is_product and bool(has_rq_key) and not has_died)
     return alive
 
 

@@ -42,6 +42,9 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+#: Seconds a round keeps promoting while due delayed jobs remain (then schedules and the rest).
+PROMOTE_FOR = 2.0
+
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
     return redis.call('del', KEYS[1])
@@ -58,7 +61,6 @@ class Scheduler:
         self.redis = queues.redis()
         self.stop_requested = threading.Event()
         self.active = False
-        self._last_reconcile = 0.0
         self._declared_synced = False
         self.lock_ttl = settings.JOBS_SCHEDULER_LOCK_TTL
 
@@ -92,13 +94,28 @@ class Scheduler:
                 schedules.sync_declared()
             except InvalidJobRequest as exc:
                 log.error("scheduler: JOBS_SCHEDULES not applied: %s", exc)
-        services.promote_due_jobs()
+        started = time.monotonic()
+        # RQ hands out due delayed jobs a thousand per queue at a time: more, while the round allows.
+        while services.promote_due_jobs() and time.monotonic() - started < PROMOTE_FOR:
+            pass
         schedules.run_due()
         stats.fold()
-        now = time.monotonic()
-        if now - self._last_reconcile >= self.reconcile_every:
-            self._last_reconcile = now
-            reconcile()
+
+    def _reconcile(self) -> None:
+        """The reconciler, in a thread of its own: a long round (a large history) never delays a
+        schedule's run or a promotion."""
+        while not self.stop_requested.wait(self.reconcile_every):
+            if not self.active:
+                continue
+            try:
+                reconcile()
+            except (redis_lib.RedisError, OSError) as exc:
+                log.warning("reconciler: Redis unavailable (%s)", exc)
+            except DatabaseError as exc:
+                log.warning("reconciler: database unavailable (%s)", exc)
+                close_old_connections()
+            except Exception:
+                log.exception("reconciler: unexpected error")
 
     def run(self) -> None:
         mirror = MirrorThread(
@@ -108,6 +125,7 @@ class Scheduler:
         )
         mirror.start()
         threading.Thread(target=self._keep_lock, name="scheduler-lock", daemon=True).start()
+        threading.Thread(target=self._reconcile, name="reconciler", daemon=True).start()
         log.info("%s started (tick %.1fs, reconcile every %.0fs)", self.name, self.tick, self.reconcile_every)
         try:
             while not self.stop_requested.is_set():

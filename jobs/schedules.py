@@ -21,7 +21,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from jobs import queues, registry, services, timing
+from jobs import queues, registry, services, sql, timing
 from jobs.errors import InvalidJobRequest
 from jobs.models import Job, JobAudit, Schedule, ScheduleRun
 
@@ -121,14 +121,80 @@ def _local(schedule: Schedule, moment: datetime) -> str:
 
 
 def run_due(now: datetime | None = None) -> int:
-    """Create the jobs of the schedules due at `now`; returns how many were created."""
+    """Create the jobs of the schedules due at `now` (at most `BATCH`); returns how many were created.
+
+    A batch is one transaction: its schedules' rows locked (those another scheduler holds are
+    skipped), their jobs inserted at once and dispatched in one Redis round trip when it commits.
+    Should a due time be claimed already (two schedulers on a database without row locks) or a
+    job not be creatable (its type gone), the batch is made again one schedule at a time.
+    """
     now = now or timezone.now()
-    due = (
+    due = list(
         Schedule.objects.filter(enabled=True, next_due_at__lte=now)
         .order_by("next_due_at")
         .values_list("pk", flat=True)[:BATCH]
     )
-    return sum(_run(pk, now) for pk in list(due))
+    if not due:
+        return 0
+    try:
+        return _run_batch(due, now)
+    except (IntegrityError, InvalidJobRequest) as exc:
+        log.info("schedules: a batch of %s made one by one (%s)", len(due), exc)
+        return sum(_run(pk, now) for pk in due)
+
+
+def _run_batch(pks: list[Any], now: datetime) -> int:
+    with transaction.atomic():
+        due = list(
+            Schedule.objects.select_for_update(skip_locked=True).filter(pk__in=pks, enabled=True, next_due_at__lte=now)
+        )
+        plans = [
+            (schedule, timing.plan(timing_of(schedule), schedule.next_due_at, now, schedule.missed))
+            for schedule in due
+            if schedule.next_due_at is not None  # filtered on it: for the type checker
+        ]
+        to_run = [(schedule, plan, plan.run_for) for schedule, plan in plans if plan.run_for is not None]
+        jobs = services.jobs_enqueue(
+            requests=[
+                services.JobRequest(type=schedule.type, params=schedule.params, queue=schedule.queue or None)
+                for schedule, _, _ in to_run
+            ]
+        )
+        with transaction.atomic():  # the claims: unique per schedule and due time
+            ScheduleRun.objects.bulk_create(
+                [
+                    ScheduleRun(schedule=schedule, due_at=run_for, missed=plan.missed, job=job)
+                    for (schedule, plan, run_for), job in zip(to_run, jobs, strict=True)
+                ]
+            )
+        sql.insert_rows(
+            JobAudit,
+            [
+                JobAudit(
+                    job_id=job.id,
+                    job_type=job.type,
+                    action="create",
+                    status_before="",
+                    via=JobAudit.Via.SCHEDULE,
+                    note=_note(schedule, plan),
+                    at=now,
+                )
+                for (schedule, plan, _), job in zip(to_run, jobs, strict=True)
+            ],
+        )
+        for schedule, plan in plans:
+            schedule.last_due_at = plan.run_for or schedule.last_due_at
+            schedule.next_due_at = plan.next_due
+            if plan.missed and plan.run_for is None:
+                log.info("schedule %s: runs missed until %s skipped", schedule, _local(schedule, now))
+        Schedule.objects.bulk_update(due, ["last_due_at", "next_due_at"])
+    return len(jobs)
+
+
+def _note(schedule: Schedule, plan: timing.Plan) -> str:
+    assert plan.run_for is not None
+    how = "missed, run once" if plan.missed else "due"
+    return f"schedule {schedule.name!r}, {how} {_local(schedule, plan.run_for)}"[:300]
 
 
 def _run(pk: Any, now: datetime) -> int:
@@ -146,9 +212,7 @@ def _run(pk: Any, now: datetime) -> int:
                 except IntegrityError:
                     log.info("schedule %s: the run due %s was made by another scheduler", schedule, plan.run_for)
                 else:
-                    how = "missed, run once" if plan.missed else "due"
-                    note = f"schedule {schedule.name!r}, {how} {_local(schedule, plan.run_for)}"
-                    run.job = _create_job(schedule, plan.run_for, None, JobAudit.Via.SCHEDULE, note)
+                    run.job = _create_job(schedule, plan.run_for, None, JobAudit.Via.SCHEDULE, _note(schedule, plan))
                     run.save(update_fields=["job"])
                     made = 1
             elif plan.missed:
