@@ -451,11 +451,24 @@ def _due_now(row: Job) -> Job:
     return row
 
 
+#: Statuses in which a job waits in Redis for a worker (on a queue, the schedule or its dependencies).
+WAITING = frozenset({JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED})
+
+
 def job_remove(*, job: Job, user: User = None, via: str = VIA_CODE) -> None:
     """Delete a job from Redis and from the history (its audit trail stays). A running job must be stopped first."""
     with rqstore.unavailable_on_error(), transaction.atomic():
         row = _locked(job)
         _require(row, "remove", REMOVABLE)
+        # A waiting job is taken off its queue first, atomically against the workers' pops: one a
+        # worker has just taken runs, and is not removed behind its back (as for a cancel).
+        taken_by_a_worker = (
+            row.status in WAITING
+            and not rqstore.take_off(row.queue, row.rq_id)
+            and rqstore.status(row.rq_id) is not None  # Redis forgot it: nothing can run it
+        )
+        if taken_by_a_worker:
+            raise ActionNotAllowed("remove", "already taken by a worker", REMOVABLE)
         rq_job = rqstore.fetch(row.rq_id)
         if rq_job is not None:
             if rq_job.get_status(refresh=False) == RQStatus.STARTED:

@@ -478,3 +478,18 @@ def test_a_job_a_worker_popped_and_started_meanwhile_is_not_put_back(settings):
     assert reconcile.reconcile().put_back == 0
     assert queued_ids() == []
     assert rqstore.put_back("default", job.rq_id) is False  # the script itself refuses a started job
+
+
+def test_a_job_a_worker_has_just_popped_is_not_removed_behind_its_back():
+    job = services.job_enqueue(type="example")
+    queues.redis().lrem(queues.get_queue("default").key, 0, str(job.pk))  # what a worker's pop does
+    with pytest.raises(ActionNotAllowed, match="already taken by a worker"):
+        services.job_remove(job=job)
+    assert Job.objects.filter(pk=job.pk).exists()
+    assert rqstore.status(str(job.pk)) == "queued"  # the worker runs it, and the history says so
+
+    waiting = services.job_enqueue(type="example", delay_seconds=60)
+    services.job_remove(job=waiting)  # still waiting: taken off and removed
+    assert not Job.objects.filter(pk=waiting.pk).exists()
+    assert rqstore.status(str(waiting.pk)) is None
+    assert scheduled_ids() == []

@@ -40,6 +40,7 @@ WRITE_ERRORS: dict[int | tuple[int, str], Any] = {
 }
 NOT_FOUND = {404: OpenApiResponse(s.ErrorSerializer, description="No such job.")}
 BAD_ID = {400: OpenApiResponse(s.ValidationErrorSerializer, description="Malformed job id.")}
+BAD_PAGE = {400: OpenApiResponse(s.ValidationErrorSerializer, description="A bad cursor or page size.")}
 
 
 def _job_or_404(job_id: str) -> Job:
@@ -267,7 +268,7 @@ class ScheduleListApi(JobsApiView):
             OpenApiParameter("cursor", OpenApiTypes.STR, description="The page cursor from next/previous."),
             OpenApiParameter("page_size", OpenApiTypes.INT, description="Schedules per page (at most 500)."),
         ],
-        responses={200: s.ScheduleSerializer(many=True), **ERRORS},
+        responses={200: s.ScheduleSerializer(many=True), **ERRORS, **BAD_PAGE},
     )
     def get(self, request: Request) -> Response:
         paginator = ScheduleCursorPagination()
