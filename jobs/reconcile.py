@@ -192,6 +192,17 @@ class Adrift:
         return holders
 
 
+def _still_started(conn: Redis, rows: list[Job]) -> set[str]:
+    """The ids of the rows whose RQ job Redis still has as started."""
+    if not rows:
+        return set()
+    with conn.pipeline(transaction=False) as pipe:
+        for row in rows:
+            pipe.hget(RQJob.key_for(row.rq_id), "status")
+        statuses: Any = pipe.execute()
+    return {row.rq_id for row, status in zip(rows, statuses, strict=True) if status == b"started"}
+
+
 def take_over_from_dead_mirrors(conn: Redis) -> int:
     """Apply the events that mirrors of dead workers had read but not applied; returns how many.
 
@@ -270,6 +281,7 @@ def reconcile() -> ReconcileReport:
             for row in chunk:
                 pipe.exists(RQJob.key_for(row.rq_id))
             exists = pipe.execute()
+        rq_started = _still_started(conn, [row for row in chunk if row.status == JobStatus.STARTED])
         started_workers = sorted(
             {row.worker_name for row in chunk if row.status == JobStatus.STARTED and row.worker_name}
         )
@@ -306,11 +318,13 @@ def reconcile() -> ReconcileReport:
             elif not in_redis:
                 services.job_give_up_on(job=row, outcome=JobStatus.LOST, reason=LOST_REASON)
                 report.lost += 1
-            else:
+            elif row.rq_id in rq_started:
                 services.job_give_up_on(
                     job=row, outcome=JobStatus.ABANDONED, reason=f"worker {row.worker_name} died while running this job"
                 )
                 report.abandoned += 1
+            # Else Redis has its end already (the work horse wrote it, with its event, as its worker
+            # died): the mirror brings it to the row, which is not judged meanwhile.
     report.put_back = adrift.put_back()
     if report.abandoned or report.lost:
         log.info("reconciler: %s abandoned, %s lost", report.abandoned, report.lost)

@@ -330,9 +330,13 @@ def test_a_retry_redis_runs_too_late_leaves_the_job_failed_and_retriable():
 
 
 def started(job: Job, worker: str, *, ago: float) -> Job:
+    """The row and Redis as a worker that started the job `ago` seconds ago leaves them."""
     Job.objects.filter(pk=job.pk).update(
         status=JobStatus.STARTED, worker_name=worker, attempts=1, started_at=timezone.now() - timedelta(seconds=ago)
     )
+    conn = queues.redis()
+    if conn.exists(rqstore.RQJob.key_for(job.rq_id)):
+        conn.hset(rqstore.RQJob.key_for(job.rq_id), "status", "started")
     job.refresh_from_db()
     return job
 
@@ -493,3 +497,17 @@ def test_a_job_a_worker_has_just_popped_is_not_removed_behind_its_back():
     assert not Job.objects.filter(pk=waiting.pk).exists()
     assert rqstore.status(str(waiting.pk)) is None
     assert scheduled_ids() == []
+
+
+def test_a_dead_workers_job_whose_end_redis_has_is_left_to_the_mirror_not_judged(settings):
+    conn = queues.redis()
+    job = services.job_enqueue(type="example")
+    conn.lrem(queues.get_queue("default").key, 0, job.rq_id)
+    conn.hset("rq:worker:gone", mapping={"birth": "x", "death": "y"})
+    started(job, "gone", ago=settings.JOBS_WORKER_DEAD_AFTER + 1)
+    # Its work horse finished the job as the worker died: Redis has the end, the row not yet.
+    conn.hset(rqstore.RQJob.key_for(job.rq_id), "status", "finished")
+
+    assert reconcile.reconcile().abandoned == 0
+    assert Job.objects.get(pk=job.pk).status == JobStatus.STARTED  # the mirror brings the end
+    assert queued_ids() == []  # not run again
