@@ -13,7 +13,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from jobs import registry, schedules, timing
+from jobs import registry, schedules
 from jobs.errors import InvalidJobRequest, QueueUnavailable
 from jobs.models import JobAudit, Schedule
 
@@ -67,12 +67,7 @@ class ScheduleForm(forms.ModelForm):
 
 
 def _local(schedule: Schedule, moment: Any) -> str:
-    if moment is None:
-        return "—"
-    try:
-        return f"{moment.astimezone(timing.zone(schedule.timezone)):%Y-%m-%d %H:%M %Z}"
-    except timing.InvalidTiming:
-        return f"{moment:%Y-%m-%d %H:%M %Z}"
+    return schedules.local_time(schedule, moment, seconds=False)
 
 
 @admin.register(Schedule)

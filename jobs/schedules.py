@@ -21,7 +21,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from jobs import queues, registry, services, sql, timing
+from jobs import queues, registry, services, timing
 from jobs.errors import InvalidJobRequest
 from jobs.models import Job, JobAudit, Schedule, ScheduleRun
 
@@ -99,25 +99,22 @@ def schedules_enable(*, schedules: list[Schedule], enabled: bool) -> int:
     return changed
 
 
-def _create_job(schedule: Schedule, due: datetime, user: User, via: str, note: str) -> Job:
+def _create_job(schedule: Schedule, user: User, via: str, note: str) -> Job:
     """The schedule's job, in the caller's transaction (dispatched when it commits)."""
     job = services.job_enqueue(type=schedule.type, params=schedule.params, queue=schedule.queue or None, user=user)
-    actor = user if user is not None and user.is_authenticated else None
-    JobAudit.objects.create(
-        job_id=job.id,
-        job_type=job.type,
-        action="create",
-        status_before="",
-        user_id=actor.pk if actor is not None else None,
-        username=actor.get_username() if actor is not None else "",
-        via=via,
-        note=note[:300],
-    )
+    services.audit_created([job], user, via, [note])
     return job
 
 
-def _local(schedule: Schedule, moment: datetime) -> str:
-    return f"{moment.astimezone(timing.zone(schedule.timezone)):%Y-%m-%d %H:%M:%S %Z}"
+def local_time(schedule: Schedule, moment: datetime | None, seconds: bool = True) -> str:
+    """A moment as the schedule's own zone shows it ("—" for none)."""
+    if moment is None:
+        return "—"
+    try:
+        shown = moment.astimezone(timing.zone(schedule.timezone))
+    except timing.InvalidTiming:
+        shown = moment
+    return f"{shown:%Y-%m-%d %H:%M{':%S' if seconds else ''} %Z}"
 
 
 def run_due(now: datetime | None = None) -> int:
@@ -167,26 +164,14 @@ def _run_batch(pks: list[Any], now: datetime) -> int:
                     for (schedule, plan, run_for), job in zip(to_run, jobs, strict=True)
                 ]
             )
-        sql.insert_rows(
-            JobAudit,
-            [
-                JobAudit(
-                    job_id=job.id,
-                    job_type=job.type,
-                    action="create",
-                    status_before="",
-                    via=JobAudit.Via.SCHEDULE,
-                    note=_note(schedule, plan),
-                    at=now,
-                )
-                for (schedule, plan, _), job in zip(to_run, jobs, strict=True)
-            ],
+        services.audit_created(
+            jobs, None, JobAudit.Via.SCHEDULE, [_note(schedule, plan) for schedule, plan, _ in to_run]
         )
         for schedule, plan in plans:
             schedule.last_due_at = plan.run_for or schedule.last_due_at
             schedule.next_due_at = plan.next_due
             if plan.missed and plan.run_for is None:
-                log.info("schedule %s: runs missed until %s skipped", schedule, _local(schedule, now))
+                log.info("schedule %s: runs missed until %s skipped", schedule, local_time(schedule, now))
         Schedule.objects.bulk_update(due, ["last_due_at", "next_due_at"])
     return len(jobs)
 
@@ -194,7 +179,7 @@ def _run_batch(pks: list[Any], now: datetime) -> int:
 def _note(schedule: Schedule, plan: timing.Plan) -> str:
     assert plan.run_for is not None
     how = "missed, run once" if plan.missed else "due"
-    return f"schedule {schedule.name!r}, {how} {_local(schedule, plan.run_for)}"[:300]
+    return f"schedule {schedule.name!r}, {how} {local_time(schedule, plan.run_for)}"[:300]
 
 
 def _run(pk: Any, now: datetime) -> int:
@@ -212,11 +197,11 @@ def _run(pk: Any, now: datetime) -> int:
                 except IntegrityError:
                     log.info("schedule %s: the run due %s was made by another scheduler", schedule, plan.run_for)
                 else:
-                    run.job = _create_job(schedule, plan.run_for, None, JobAudit.Via.SCHEDULE, _note(schedule, plan))
+                    run.job = _create_job(schedule, None, JobAudit.Via.SCHEDULE, _note(schedule, plan))
                     run.save(update_fields=["job"])
                     made = 1
             elif plan.missed:
-                log.info("schedule %s: runs missed until %s skipped", schedule, _local(schedule, now))
+                log.info("schedule %s: runs missed until %s skipped", schedule, local_time(schedule, now))
             schedule.last_due_at = plan.run_for or schedule.last_due_at
             schedule.next_due_at = plan.next_due
             schedule.save(update_fields=["last_due_at", "next_due_at"])
@@ -236,7 +221,7 @@ def schedule_run_now(*, schedule: Schedule, user: User = None, via: str = servic
     now = timezone.now()
     with transaction.atomic():
         run = ScheduleRun.objects.create(schedule=schedule, due_at=now, by_hand=True)
-        run.job = _create_job(schedule, now, user, via, f"schedule {schedule.name!r}, run now")
+        run.job = _create_job(schedule, user, via, f"schedule {schedule.name!r}, run now")
         run.save(update_fields=["job"])
     return run.job
 

@@ -288,8 +288,14 @@ def _locked(job: Job) -> Job:
     return Job.objects.select_for_update().get(pk=job.pk)
 
 
-def _audit(rows: Sequence[Job], action: str, user: User, via: str) -> None:
-    """Record who did `action` to the rows (call it before changing their status)."""
+def audit_created(rows: Sequence[Job], user: User, via: str, notes: Sequence[str]) -> None:
+    """Record who created the rows, and how (a schedule's run)."""
+    _audit(rows, "create", user, via, notes)
+
+
+def _audit(rows: Sequence[Job], action: str, user: User, via: str, notes: Sequence[str] = ()) -> None:
+    """Record who did `action` to the rows (call it before changing their status); `notes`, one a row,
+    say more (which schedule created a job)."""
     actor = user if user is not None and user.is_authenticated else None
     username = actor.get_username() if actor is not None else ""
     now = timezone.now()
@@ -304,9 +310,10 @@ def _audit(rows: Sequence[Job], action: str, user: User, via: str) -> None:
                 user_id=actor.pk if actor is not None else None,
                 username=username,
                 via=via,
+                note=note[:300],
                 at=now,
             )
-            for row in rows
+            for row, note in zip(rows, notes or [""] * len(rows), strict=True)
         ],
     )
 
