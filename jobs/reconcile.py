@@ -238,11 +238,14 @@ def take_over_from_dead_mirrors(conn: Redis) -> int:
 
 def reconcile() -> ReconcileReport:
     report = ReconcileReport()
-    report.dispatched = services.jobs_dispatch_pending(older_than=GRACE)
     conn = queues.redis()
+    # Read from Redis alone, first: while the database is away the round says why it judges
+    # nothing before the dispatch below fails on the database.
     if mirror_backlog_age(conn) > MIRROR_BEHIND_SECONDS:
         report.skipped_mirror_behind = True
         log.warning("reconciler: the mirror is behind; judging no job this round")
+    report.dispatched = services.jobs_dispatch_pending(older_than=GRACE)
+    if report.skipped_mirror_behind:
         return report
 
     # What dead workers' mirrors had read but not applied (a job's end, say) is applied first:

@@ -119,10 +119,10 @@ def test_the_simple_worker_class_mirrors_too(processes):
     assert ok.result == {"slept": 0.2, "message": ""}
 
     def first_failure_recorded():
-        bad.refresh_from_db()
         return bad.attempt_set.filter(outcome=AttemptOutcome.FAILED).exists()
 
     wait_for(first_failure_recorded, 20, message="the failure to be mirrored")
+    bad.refresh_from_db()  # the row and its attempt are written together: read the row after
     # No scheduler runs here: the job waits for its retry, and says when.
     assert bad.status == JobStatus.SCHEDULED
     assert bad.scheduled_for is not None
