@@ -217,6 +217,15 @@ class MirrorWorkerMixin:
         if rq_status == RQStatus.STARTED:
             self.handle_job_failure(job, queue, exc_string=END_NOT_RECORDED)
 
+    def kill_horse(self, *args: Any, **kwargs: Any) -> None:
+        """RQ's, but never without a horse: RQ kills the group of `os.getpgid(horse_pid)`, and with no
+        horse (0) that is the worker's own. A stop command that arrives after the job's horse ended,
+        while its end could not be recorded yet (Redis away), killed the worker itself (seen in the
+        chaos run)."""
+        if not getattr(self, "horse_pid", 0):
+            return
+        super().kill_horse(*args, **kwargs)  # type: ignore[misc]
+
     def heartbeat(self, *args: Any, **kwargs: Any) -> None:
         """RQ's heartbeat; a beat Redis refuses is logged and skipped (the next one comes soon)."""
         try:

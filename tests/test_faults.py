@@ -27,9 +27,11 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.test import override_settings
 from django.utils import timezone
+from rq.command import send_command
 from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
+from rq.worker import Worker as RQWorker
 
 from jobs import events, queues, registry, services
 from jobs import sql as sql_module
@@ -410,6 +412,27 @@ def test_it_lets_the_running_job_finish_when_its_worker_is_asked_to_stop(process
     assert job.attempts == 1
     assert [attempt.outcome for attempt in timeline(job)] == [AttemptOutcome.FINISHED]
     assert rq_status(job) == RQStatus.FINISHED
+
+
+def test_a_stop_that_arrives_after_the_jobs_horse_ended_leaves_the_worker_running(processes):
+    """The worker's hash can still name a job whose horse has ended (Redis was away when it ended, so
+    its end is not recorded yet): a stop of that job then finds no horse to kill. RQ kills the group of
+    `os.getpgid(0)`, the worker's own: the worker died with SIGKILL (found by the chaos run)."""
+    worker = processes.worker("default")
+    conn = queues.redis()
+    [name] = [w.name for w in RQWorker.all(connection=conn)]
+    job = services.job_enqueue(type="example", params={"duration": 0})
+    wait_for(lambda: refreshed(job).status == JobStatus.FINISHED, 30, message="the job to finish")
+
+    conn.hset(RQWorker.redis_worker_namespace_prefix + name, "current_job", job.rq_id)
+    send_command(conn, name, "stop-job", job_id=job.rq_id)
+    time.sleep(2)  # the worker's command thread acts on it within milliseconds
+    assert worker.poll() is None, f"the worker exited ({worker.returncode}):\n{processes.log(worker)}"
+
+    # ...and it goes on taking jobs.
+    conn.hdel(RQWorker.redis_worker_namespace_prefix + name, "current_job")
+    after = services.job_enqueue(type="example", params={"duration": 0})
+    wait_for(lambda: refreshed(after).status == JobStatus.FINISHED, 30, message="the next job to finish")
 
 
 # --- the database or Redis goes away ---------------------------------------------------

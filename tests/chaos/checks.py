@@ -10,6 +10,7 @@ defects the suite found, and what mends them"): a named one has come back.
 
 from __future__ import annotations
 
+import signal
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ DEFECTS = {
     "hung-enqueue-lands": "A job refused while Redis hangs reaches Redis later",
     # Found by the chaos run (docs/faults.md, "The chaos run").
     "queued-on-no-queue": "A queued job Redis holds on no queue is never judged",
+    "stop-kills-worker": "A stop of a job whose horse has ended kills the worker itself",
 }
 
 #: How far a run may start before its due time (clocks of one machine; RQ schedules whole seconds).
@@ -473,12 +475,13 @@ class Judge:
         for exit_ in self.snap.self_exits:
             where = _rq_frame(exit_.tail)
             redis = self.redis_away(exit_.at - FAULT_WINDOW, exit_.at)
+            killed = exit_.code == -signal.SIGKILL  # not by the driver: by the worker's own hand
             self.add(
                 "processes",
                 f"{exit_.name} exited by itself (code {exit_.code}){f' in RQ {where}()' if where else ''}: "
                 f"{_last_line(exit_.tail)}",
                 None,
-                "worker-exits-on-redis" if redis else None,
+                "stop-kills-worker" if killed else "worker-exits-on-redis" if redis else None,
             )
 
     def check_counters(self) -> None:
