@@ -22,6 +22,7 @@ Every message carries `id: <events id>|<live id>`, the position after it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -147,11 +148,18 @@ def async_redis(timeout: float) -> aioredis.Redis:
 
 # --- the hub: one reader per process, many pages ------------------------------------------------
 
+    def close(self) -> None:
+        self.closed = True
+        with contextlib.suppress(asyncio.QueueFull):  # a full queue wakes the page anyway
+            self.queue.put_nowait(None)
+
 
 @dataclass(eq=False)
 class Subscription:
-    queue: asyncio.Queue[Entry] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
+    #: Entries for the page; None wakes a waiting page to tell it the stream is closing.
+    queue: asyncio.Queue[Entry | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_SIZE))
     overflowed: bool = False
+    closed: bool = False
 
     def offer(self, entry: Entry) -> None:
         try:
@@ -183,6 +191,10 @@ class Hub:
     def unsubscribe(self, subscription: Subscription) -> None:
         self.subscriptions.discard(subscription)
 
+    def close_all(self) -> None:
+        for subscription in list(self.subscriptions):
+            subscription.close()
+
     async def _run(self, cursor: dict[str, str]) -> None:
         conn = async_redis(timeout=BLOCK_MS / 1000 + 5)
         try:
@@ -207,6 +219,14 @@ class Hub:
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()
+
+
+def close_streams() -> None:
+    """End every page's event stream served by this process's event loop (the server is stopping):
+    each browser reconnects and catches up, from another server or from this one restarted."""
+    found = _hubs.get(asyncio.get_running_loop())
+    if found is not None:
+        found.close_all()
 
 
 def hub() -> Hub:
@@ -432,6 +452,8 @@ async def follow(
                     due = max(now + CARDS_SETTLE_SECONDS, last_cards + CARDS_EVERY_SECONDS)
                     cards_at = due if cards_at is None else min(cards_at, due)
                     followups = 1
+            if subscription.closed:
+                return  # the server stops: the browser reconnects (after `retry`) and catches up
             if subscription.overflowed:
                 subscription.overflowed = False
                 yield Message("refresh").frame(None)
@@ -443,15 +465,15 @@ async def follow(
                 yield Message("cards").frame(None)
             wait = keepalive if cards_at is None else max(0.05, min(keepalive, cards_at - now))
             try:
-                entry = await asyncio.wait_for(subscription.queue.get(), timeout=wait)
+                first = await asyncio.wait_for(subscription.queue.get(), timeout=wait)
             except TimeoutError:
                 if cards_at is None:
                     yield ": keepalive\n\n"
                 pending = []
                 continue
-            batch = [entry]
+            batch = [first]
             while not subscription.queue.empty() and len(batch) < 500:
                 batch.append(subscription.queue.get_nowait())
-            pending = batch
+            pending = [item for item in batch if item is not None]
     finally:
         hub().unsubscribe(subscription)

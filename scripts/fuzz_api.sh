@@ -23,7 +23,7 @@ user = User.objects.create_superuser("fuzz", "fuzz@example.com", "fuzz-password"
 print(Token.objects.create(user=user).key)
 ')"
 
-"$VENV/bin/gunicorn" queueproject.asgi:application -k uvicorn_worker.UvicornWorker \
+"$VENV/bin/gunicorn" queueproject.asgi:application -k queueproject.web_worker.UvicornWorker \
     --bind "127.0.0.1:$PORT" --workers 2 --log-level warning &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null' EXIT

@@ -235,7 +235,7 @@ class Answer:
 
 
 class Web:
-    """`gunicorn queueproject.asgi:application -k uvicorn_worker.UvicornWorker --workers 1` on a free port.
+    """`gunicorn queueproject.asgi:application -k queueproject.web_worker.UvicornWorker --workers 1` on a free port.
 
     As the Procfile runs it: with a pool of database connections (DB_POOL, PostgreSQL only).
     """
@@ -256,7 +256,7 @@ class Web:
                     str(GUNICORN),
                     "queueproject.asgi:application",
                     "-k",
-                    "uvicorn_worker.UvicornWorker",
+                    "queueproject.web_worker.UvicornWorker",
                     "--workers",
                     "1",
                     "--bind",

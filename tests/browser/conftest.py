@@ -282,7 +282,7 @@ GUNICORN = Path(sys.executable).with_name("gunicorn")
 
 
 class AsgiServer:
-    """`.venv/bin/gunicorn queueproject.asgi:application -k uvicorn_worker.UvicornWorker`, one worker."""
+    """`.venv/bin/gunicorn queueproject.asgi:application -k queueproject.web_worker.UvicornWorker`, one worker."""
 
     def __init__(self, processes: Processes, port: int, log_path: Path) -> None:
         self.processes = processes
@@ -307,7 +307,7 @@ class AsgiServer:
                     str(GUNICORN),
                     "queueproject.asgi:application",
                     "-k",
-                    "uvicorn_worker.UvicornWorker",
+                    "queueproject.web_worker.UvicornWorker",
                     "--bind",
                     f"127.0.0.1:{self.port}",
                     "--workers",

@@ -123,12 +123,6 @@ def press(page: Page, button: Locator) -> str:
     return page.locator("#job-message").inner_text().strip()
 
 
-def known_defects(defects: list[str]) -> None:
-    """Called last, once everything else the test checks holds: mark the test as failing on known defects."""
-    if defects:
-        pytest.xfail("known defect: " + " / ".join(defects))
-
-
 #: What the page shows when a worker's first event about a new job reaches it before the job's row.
 ROW_BEHIND = (
     "the worker's 'started' event reached the page before the row itself (the announcement of the new job): "
@@ -235,13 +229,10 @@ def test_a_test_job_runs_live_in_the_open_page(
     # While the bar moved, the row said the job was running, on its first attempt, and offered to stop it;
     # at the end it still says it took one attempt.
     running = [(shown["badge"], shown["attempt"], shown["buttons"]) for shown in seen]
-    if running != [("Started", "1/3", ["Stop"])] * 2 or attempt_at_the_end != "1/3":
-        known_defects(
-            [
-                f"while its bar moved, the row showed (badge, attempt, buttons) {running}, and attempts "
-                f"{attempt_at_the_end!r} at the end: {ROW_BEHIND}"
-            ]
-        )
+    assert running == [("Started", "1/3", ["Stop"])] * 2, (
+        f"while its bar moved, the row showed (badge, attempt, buttons) {running}: {ROW_BEHIND}"
+    )
+    assert attempt_at_the_end == "1/3", f"the row shows attempts {attempt_at_the_end!r} at the end: {ROW_BEHIND}"
 
 
 def test_a_failing_job_is_retried_then_removed_from_its_row(
@@ -298,14 +289,10 @@ def test_a_failing_job_is_retried_then_removed_from_its_row(
     screenshot(page, "removed")
 
     expected = {"retry": f"Job {short(job_id)} retried.", "remove": f"Job {short(job_id)} removed."}
-    if said != expected:
-        known_defects(
-            [
-                f"the page said {said}, not {expected}: the live feed redraws the row before the action's answer "
-                "arrives; htmx then looks for the answer's out-of-band #job-message inside the detached "
-                "button's old row (htmx:oobErrorNoTarget), and the message is lost"
-            ]
-        )
+    assert said == expected, (
+        f"the page said {said}, not {expected}: the live feed redrew the row before the action's answer "
+        "arrived, and the answer's out-of-band #job-message was lost with the detached button's old row"
+    )
 
 
 def test_the_page_catches_up_after_the_server_restarts(
@@ -337,16 +324,10 @@ def test_the_page_catches_up_after_the_server_restarts(
     assert_not_reloaded(page)
     screenshot(page, "caught-up")
 
-    defects = []
-    if not stopped_on_sigterm:
-        defects.append(
-            f"gunicorn did not exit within {STOP_GRACE_S} s of SIGTERM while the page's push connection was open "
-            "(the event stream never ends, so the server waits for it until gunicorn's graceful timeout, 30 s) "
-            "and had to be killed"
-        )
-    if attempt != "1/3":
-        defects.append(f"the caught-up row shows attempts {attempt!r}, not '1/3': {ROW_BEHIND}")
-    known_defects(defects)
+    # The server ended the page's event stream when it was asked to stop, rather than wait for it
+    # until gunicorn's graceful timeout (30 s) and be killed (queueproject/web_worker.py).
+    assert stopped_on_sigterm, f"gunicorn did not exit within {STOP_GRACE_S} s of SIGTERM with a live page open"
+    assert attempt == "1/3", f"the caught-up row shows attempts {attempt!r}, not '1/3': {ROW_BEHIND}"
 
 
 def test_a_viewer_sees_the_jobs_and_no_button(asgi_page: Page, screenshot: Shot) -> None:
