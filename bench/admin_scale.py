@@ -14,7 +14,7 @@ What it does, in one run:
    Redis (queued, finished and failed: run by a burst `rq.SimpleWorker` in this
    process) so that django-rq's pages have something to show.
 2. Serves each database with its own real gunicorn (ASGI through
-   `uvicorn_worker.UvicornWorker`, 2 workers, DEBUG off, as `api_scale.py` does), logs
+   `queueproject.web_worker.UvicornWorker`, 2 workers, DEBUG off, as `api_scale.py` does), logs
    in to each through the admin's own login form (`/admin/login/`, with its CSRF
    token) as a superuser, and times, one request at a time, pages and sizes
    interleaved round-robin so machine noise hits all alike: the jobs changelist, its
@@ -757,7 +757,7 @@ def main() -> int:
             "loadavg_at_start": os.getloadavg(),
         },
         "config": {k: v for k, v in vars(args).items() if k != "pg_url"},
-        "client": f"real gunicorn per database ({args.workers} uvicorn_worker.UvicornWorker, DEBUG=0), one "
+        "client": f"real gunicorn per database ({args.workers} queueproject.web_worker.UvicornWorker, DEBUG=0), one "
         "keep-alive requests.Session each, logged in through /admin/login/; one request at a time",
         "targets": {"p50_ms_below": P50_TARGET_MS, "ratio_at_most": RATIO_TARGET},
     }

@@ -20,7 +20,7 @@ What it does, in one run:
    secondary indexes of `jobs_job` are dropped and rebuilt from their own
    definitions (`pg_indexes`). Then `VACUUM ANALYZE`.
 2. Serves the project with a real gunicorn (`queueproject.asgi:application`,
-   `uvicorn_worker.UvicornWorker`, 2 workers, 127.0.0.1, DEBUG off) and times read
+   `queueproject.web_worker.UvicornWorker`, 2 workers, 127.0.0.1, DEBUG off) and times read
    requests from one keep-alive client (`requests`, `Authorization: Token ...` of
    a superuser), endpoints interleaved round-robin so machine noise hits all alike:
    the first page, a page 10,000 rows deep (reached by following `next`), a filtered
@@ -346,6 +346,9 @@ def base_env(db_url: str, *, debug: bool) -> dict[str, str]:
             "REDIS_URL": REDIS_URL,
             "DEBUG": "1" if debug else "0",
             "SECRET_KEY": "x",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "CSRF_TRUSTED_ORIGINS": "http://127.0.0.1,http://localhost",
+            "TLS_TERMINATED_BY_PROXY": "true",  # plain HTTP on loopback: no redirect to HTTPS
             "LOG_LEVEL": "WARNING",
             "ENV_FILE": "/dev/null",  # no .env file may point us at another database or Redis
             "JOBS_API_WRITE_RATE": "1000000/min",
@@ -370,7 +373,7 @@ def migrate(db_url: str) -> None:
 
 #: How gunicorn serves the project: the deployed ASGI setup (Procfile), and WSGI for comparison.
 SERVERS = {
-    "asgi": ["queueproject.asgi:application", "-k", "uvicorn_worker.UvicornWorker"],
+    "asgi": ["queueproject.asgi:application", "-k", "queueproject.web_worker.UvicornWorker"],
     "wsgi": ["queueproject.wsgi:application", "-k", "gthread", "--threads", "4"],
 }
 
@@ -980,7 +983,7 @@ def main() -> int:
             "loadavg_at_start": os.getloadavg(),
         },
         "config": {k: v for k, v in vars(args).items() if k != "pg_url"},
-        "client": f"real gunicorn ({args.workers} uvicorn_worker.UvicornWorker, DEBUG=0), one keep-alive "
+        "client": f"real gunicorn ({args.workers} queueproject.web_worker.UvicornWorker, DEBUG=0), one keep-alive "
         "requests.Session; and in-process Django test Client",
     }
     with psycopg.connect(f"{pg_url}/postgres", autocommit=True) as admin:

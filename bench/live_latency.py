@@ -10,7 +10,7 @@ What it does, in one run:
    var/), migrates it, collects the static files (as scripts/start.sh and the Dockerfile do:
    with DEBUG off the web serves page.js and htmx from STATIC_ROOT only), creates a superuser
    and its API token, and starts the product as deployed: gunicorn serving
-   `queueproject.asgi:application` with `uvicorn_worker.UvicornWorker` (2 workers, DEBUG off,
+   `queueproject.asgi:application` with `queueproject.web_worker.UvicornWorker` (2 workers, DEBUG off,
    `DB_POOL=true` on Postgres as in the Procfile; `SECURE_COOKIES=false` since it speaks plain
    HTTP to 127.0.0.1) and one real worker (`manage.py rqworker high default low`) on the same
    database and on Redis database 4 (flushed at the start and the end).
@@ -167,6 +167,8 @@ def bench_env(db_url: str) -> dict[str, str]:
             "SECRET_KEY": "bench-live-latency-secret-key",
             "SECURE_COOKIES": "false",  # plain HTTP to 127.0.0.1
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "CSRF_TRUSTED_ORIGINS": "http://127.0.0.1,http://localhost",
+            "TLS_TERMINATED_BY_PROXY": "true",  # plain HTTP on loopback: no redirect to HTTPS
             "LOG_LEVEL": "WARNING",
             "ENV_FILE": "/dev/null",  # no .env file may point us at another database or Redis
             "JOBS_API_WRITE_RATE": "1000000/min",
@@ -327,7 +329,7 @@ class Gunicorn:
         self.command = [
             str(VENV_BIN / "gunicorn"),
             "queueproject.asgi:application",
-            *("-k", "uvicorn_worker.UvicornWorker"),
+            *("-k", "queueproject.web_worker.UvicornWorker"),
             *("--bind", f"127.0.0.1:{self.port}", "--workers", str(workers)),
             *("--timeout", "120", "--graceful-timeout", "5", "--log-level", "warning"),
         ]

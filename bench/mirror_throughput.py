@@ -191,6 +191,9 @@ class Bench:
                 "REDIS_URL": self.args.redis_url,
                 "DEBUG": "1" if debug else "0",
                 "SECRET_KEY": "x",
+                "ALLOWED_HOSTS": "127.0.0.1,localhost",
+                "CSRF_TRUSTED_ORIGINS": "http://127.0.0.1,http://localhost",
+                "TLS_TERMINATED_BY_PROXY": "true",  # plain HTTP on loopback: no redirect to HTTPS
                 "LOG_LEVEL": "WARNING",
                 "JOBS_MODULES": "bench.noop_jobs",
                 "PYTHONPATH": os.pathsep.join(dict.fromkeys([str(self.project), str(BENCH_ROOT)])),

@@ -127,6 +127,9 @@ def base_env(db_url: str, *, debug: bool) -> dict[str, str]:
             "REDIS_URL": REDIS_URL,
             "DEBUG": "1" if debug else "0",
             "SECRET_KEY": "x",
+            "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "CSRF_TRUSTED_ORIGINS": "http://127.0.0.1,http://localhost",
+            "TLS_TERMINATED_BY_PROXY": "true",  # plain HTTP on loopback: no redirect to HTTPS
             "LOG_LEVEL": "WARNING",
             "ENV_FILE": "/dev/null",  # no .env file may point us at another database or Redis
             "PYTHONPATH": str(ROOT),

@@ -38,7 +38,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
 
-from jobs import charts, permissions, queues, registry, rq_dashboard, selectors, services, stats
+from jobs import charts, permissions, queues, registry, retention, rq_dashboard, selectors, services, stats
 from jobs.display import badge, human_seconds, job_context, when
 from jobs.errors import ActionNotAllowed, InvalidJobRequest, QueueUnavailable
 from jobs.forms import JobCreateForm
@@ -187,10 +187,11 @@ class JobPaginator(Paginator):
 
 
 def count_jobs(params: Any, queryset: QuerySet[Job]) -> tuple[int, bool]:
-    """(count, capped): from the counters when only status and queue filter, else at most COUNT_CAP + 1."""
+    """(count, capped): from the counters when only status and queue filter, else at most COUNT_CAP + 1.
+    The rows there are: the counters less the pruned jobs they still count (`jobs.retention`)."""
     active = {key for key in params if key not in NOT_FILTERS}
     if active <= COUNTED_PARAMS:
-        counts = stats.status_counts()
+        counts = retention.present_counts(stats.status_counts())
         status, queue = params.get("status"), params.get("queue")
         return (
             sum(
@@ -301,7 +302,12 @@ class JobAdmin(admin.ModelAdmin):
         return f"{job.attempts}/{job.max_attempts}"
 
     def changelist_view(self, request: HttpRequest, extra_context: dict[str, Any] | None = None) -> HttpResponse:
-        extra = {"title": "Jobs", "statistics_url": reverse("admin:jobs_job_statistics"), **(extra_context or {})}
+        extra = {
+            "title": "Jobs",
+            "statistics_url": reverse("admin:jobs_job_statistics"),
+            "history": selectors.history_kept(),
+            **(extra_context or {}),
+        }
         return super().changelist_view(request, extra)
 
     # Actions ---------------------------------------------------------------------------------
@@ -607,6 +613,7 @@ def statistics_context(data: dict[str, Any]) -> dict[str, Any]:
         "failure_rate": health["failure_rate"],
         "warnings": health["warnings"],
         "type_link": {entry["type"]: link(type=entry["type"]) for entry in data["per_type"]},
+        "history": data["history"],
     }
 
 

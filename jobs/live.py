@@ -36,9 +36,10 @@ from typing import Any
 
 import redis as redis_lib
 import redis.asyncio as aioredis
+from django.conf import settings
 from django.template.loader import render_to_string
 
-from jobs import events, mirror, queues
+from jobs import events, mirror, queues, redis_config
 from jobs.models import Job
 from jobs.statuses import JobStatus
 
@@ -131,27 +132,12 @@ def _decode(stream: Any, entry_id: Any, fields: dict[bytes, bytes]) -> Entry | N
 
 
 def async_redis(timeout: float) -> aioredis.Redis:
-    """An asyncio client for the product's Redis (same address and credentials as the queues)."""
-    pool = queues.redis().connection_pool
-    kwargs = pool.connection_kwargs
-    return aioredis.Redis(
-        host=kwargs.get("host", "127.0.0.1"),
-        port=kwargs.get("port", 6379),
-        db=kwargs.get("db", 0),
-        username=kwargs.get("username"),
-        password=kwargs.get("password"),
-        ssl=issubclass(pool.connection_class, redis_lib.SSLConnection),
-        socket_connect_timeout=kwargs.get("socket_connect_timeout"),
-        socket_timeout=timeout,
-    )
+    """An asyncio client for the product's Redis (connected as the queues are: password, TLS, Sentinel)."""
+    client: aioredis.Redis = redis_config.async_client(settings.RQ_QUEUES[queues.DEFAULT], socket_timeout=timeout)
+    return client
 
 
 # --- the hub: one reader per process, many pages ------------------------------------------------
-
-    def close(self) -> None:
-        self.closed = True
-        with contextlib.suppress(asyncio.QueueFull):  # a full queue wakes the page anyway
-            self.queue.put_nowait(None)
 
 
 @dataclass(eq=False)
@@ -166,6 +152,11 @@ class Subscription:
             self.queue.put_nowait(entry)
         except asyncio.QueueFull:
             self.overflowed = True
+
+    def close(self) -> None:
+        self.closed = True
+        with contextlib.suppress(asyncio.QueueFull):  # a full queue wakes the page anyway
+            self.queue.put_nowait(None)
 
 
 class Hub:

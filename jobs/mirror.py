@@ -30,9 +30,9 @@ from django.db import (
     connection,
     transaction,
 )
-from redis import ConnectionPool, Redis
+from redis import Redis
 
-from jobs import events, sql
+from jobs import events, logs, sql
 from jobs.events import Event
 from jobs.models import Job, JobAttempt
 from jobs.statuses import AttemptOutcome, JobStatus
@@ -125,7 +125,8 @@ def apply_events(batch: Iterable[Event]) -> ApplyResult:
                 if time.time() - event.stream_time < ORPHAN_GRACE_SECONDS:
                     result.waiting.append(event)
                 else:
-                    log.warning("dropping %s event for job %s: no such row", event.kind, event.job_id)
+                    extra = logs.job_extra(event.job_id, None)
+                    log.warning("dropping %s event for job %s: no such row", event.kind, event.job_id, extra=extra)
                     result.applied.append(event.id)
                 continue
             result.applied.append(event.id)
@@ -435,7 +436,10 @@ class Drainer:
                 self._reread_pending = True
                 raise
             except Exception:
-                log.exception("mirror: dropping event %s (%s of job %s)", event.id, event.kind, event.job_id)
+                extra = logs.job_extra(event.job_id, None)
+                log.exception(
+                    "mirror: dropping event %s (%s of job %s)", event.id, event.kind, event.job_id, extra=extra
+                )
                 result.applied.append(event.id)
                 continue
             result.applied += one.applied
@@ -572,7 +576,9 @@ class MirrorProcess:
             return
         status = 0
         try:
-            conn = Redis(connection_pool=ConnectionPool(**self.redis_kwargs))
+            from jobs import queues  # the queues' connection settings (password, TLS, Sentinel)
+
+            conn = queues.new_redis(**self.redis_kwargs)
             mirror = MirrorThread(conn, consumer=self.consumer, alive_key=self.alive_key, parent_pid=parent)
             signal.signal(signal.SIGTERM, lambda signum, frame: mirror._stop_requested.set())
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the worker, which stops us

@@ -223,6 +223,29 @@ class JobEndHour(models.Model):
         return f"{self.hour:%Y-%m-%d %H:00} {self.queue}/{self.type}/{self.status}: {self.count}"
 
 
+class JobTypeTotal(models.Model):
+    """Every job that ever ended, per queue, type and status, with its run and wait time histograms:
+    `stats.fold()` adds the same `JobRunDelta` rows into it as into `JobEndHour`, and nothing deletes
+    it (neither the rollups' 90 days nor the history's pruning), so the metrics' counters never go down."""
+
+    queue = models.CharField(max_length=50)
+    type = models.CharField(max_length=100)
+    status = models.CharField(max_length=16)
+    count = models.BigIntegerField(default=0)
+    run_ms_sum = models.BigIntegerField(default=0)
+    run_hist = models.JSONField(default=dict)
+    wait_ms_sum = models.BigIntegerField(default=0)
+    wait_hist = models.JSONField(default=dict)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["queue", "type", "status"], name="jobtypetotal_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.queue}/{self.type}/{self.status}: {self.count}"
+
+
 class JobAudit(models.Model):
     """Who did what to which job, and when: every action, from the admin, the API, the page or code.
 

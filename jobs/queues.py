@@ -24,6 +24,7 @@ __all__ = [
     "SERIALIZER",
     "all_queues",
     "get_queue",
+    "new_redis",
     "paused_queues",
     "redis",
     "reset",
@@ -48,6 +49,17 @@ def all_queues() -> list[Queue]:
 def redis() -> Redis:
     """The shared Redis connection (all queues live on one Redis)."""
     return django_rq.get_connection(DEFAULT)
+
+
+def new_redis(**options: Any) -> Redis:
+    """A client with a connection pool of its own, connected as the queues are (django-rq's settings:
+    password, TLS, Sentinel, timeouts); `options` change its connections' options (socket_timeout)."""
+    from django.conf import settings
+    from django_rq.connection_utils import get_redis_connection
+
+    conn = get_redis_connection(settings.RQ_QUEUES[DEFAULT])
+    conn.connection_pool.connection_kwargs.update(options)
+    return conn
 
 
 @cache

@@ -31,7 +31,7 @@ from redis import Redis
 from rq.job import Job as RQJob
 from rq.worker import Worker as RQWorker
 
-from jobs import events, queues, rqstore, services
+from jobs import events, logs, queues, rqstore, services
 from jobs.mirror import Drainer, consumers, oldest_unapplied_ms
 from jobs.models import Job
 from jobs.statuses import ACTIVE, JobStatus
@@ -171,7 +171,11 @@ class Adrift:
             if any(alive.get(name, False) for name in holders.get(job_id, [])):
                 continue  # its worker lives: it starts the job, or records why it could not
             if rqstore.put_back(self.found[job_id], job_id, self.executions.get(job_id, [])):
-                log.warning("reconciler: job %s was taken off its queue by a worker that died; put back", job_id)
+                log.warning(
+                    "reconciler: job %s was taken off its queue by a worker that died; put back",
+                    job_id,
+                    extra=logs.job_extra(job_id, None),
+                )
                 put += 1
             self.conn.hdel(ADRIFT_KEY, job_id)
         return put

@@ -104,6 +104,16 @@ def job_type(rq_job: RQJob) -> registry.JobType | None:
     return registry.find(rq_job.args[0])
 
 
+def type_name(rq_job: RQJob) -> str:
+    """The name of the job type an RQ job runs (`external` for one the product did not create), for the logs."""
+    try:
+        if rq_job.func_name == RUN_FUNC and rq_job.args:
+            return str(rq_job.args[0])
+    except Exception:  # a job whose data cannot be read is still logged, as external
+        pass
+    return events.EXTERNAL_TYPE
+
+
 def _preview(job: RQJob) -> str:
     """A job's arguments as text, bounded (they are only shown)."""
     try:

@@ -6,12 +6,13 @@ code a job can reach is a registered job type, whatever ends up in Redis.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
 from rq import get_current_job
 
-from jobs import events, registry
+from jobs import events, logs, registry
 from jobs.errors import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
@@ -40,10 +41,14 @@ def run(type_name: str, params: dict[str, Any]) -> Any:
 
     Stored params that no longer validate (the type changed while the job waited, or an
     old job is retried) fail the job with `InvalidParams`, which names the params and what
-    is wrong, never their values: its text becomes the job's error and the worker's log."""
-    job_type = registry.get(type_name)
-    validated = job_type.parse(params)
-    return job_type.func(validated)
+    is wrong, never their values: its text becomes the job's error and the worker's log.
+    What the job logs carries its id and type (`jobs.logs`), whatever worker class runs it."""
+    job = get_current_job()
+    in_hand = logs.job_context(job.id, type_name) if job is not None else contextlib.nullcontext()
+    with in_hand:
+        job_type = registry.get(type_name)
+        validated = job_type.parse(params)
+        return job_type.func(validated)
 
 
 def report_progress(percent: float, message: str = "") -> None:

@@ -1,4 +1,4 @@
-"""The scheduler process: delayed-job promotion, schedules, the reconciler, and a mirror drainer.
+"""The scheduler process: delayed-job promotion, schedules, the reconciler, the daily prune, a mirror drainer.
 
 Several may run (one per machine, say): a Redis lock makes one of them active
 and the others stand by, taking over within `JOBS_SCHEDULER_LOCK_TTL` seconds
@@ -21,12 +21,13 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 
 import redis as redis_lib
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections
 
-from jobs import queues, schedules, services, stats
+from jobs import queues, retention, schedules, services, stats
 from jobs.errors import InvalidJobRequest
 from jobs.mirror import MirrorThread, alive_key
 from jobs.reconcile import reconcile
@@ -101,31 +102,47 @@ class Scheduler:
         schedules.run_due()
         stats.fold()
 
-    def _reconcile(self) -> None:
-        """The reconciler, in a thread of its own: a long round (a large history) never delays a
-        schedule's run or a promotion."""
-        while not self.stop_requested.wait(self.reconcile_every):
+    def _while_active(self, what: str, every: float, work: Callable[[], object]) -> None:
+        """Run `work` every `every` seconds while this scheduler is the active one, in a thread of its
+        own: a long reconciler round (a large history) or a prune never delays a schedule's run or a
+        promotion. Redis or the database away skips a round, said in the log."""
+        while not self.stop_requested.wait(every):
             if not self.active:
                 continue
             try:
-                reconcile()
+                work()
             except (redis_lib.RedisError, OSError) as exc:
-                log.warning("reconciler: Redis unavailable (%s)", exc)
+                log.warning("%s: Redis unavailable (%s)", what, exc)
             except DatabaseError as exc:
-                log.warning("reconciler: database unavailable (%s)", exc)
+                log.warning("%s: database unavailable (%s)", what, exc)
                 close_old_connections()
             except Exception:
-                log.exception("reconciler: unexpected error")
+                log.exception("%s: unexpected error", what)
+
+    def _reconcile(self) -> None:
+        self._while_active("reconciler", self.reconcile_every, reconcile)
+
+    def _prune(self) -> None:
+        """The daily prune of the history (`jobs.retention`); it stops between two batches when this
+        scheduler stands down."""
+        self._while_active(
+            "retention",
+            max(1.0, 5 * self.tick),
+            lambda: retention.prune_if_due(
+                self.redis, should_stop=lambda: self.stop_requested.is_set() or not self.active
+            ),
+        )
 
     def run(self) -> None:
         mirror = MirrorThread(
-            redis_lib.Redis(**{**self.redis.connection_pool.connection_kwargs}),
+            queues.new_redis(),  # a connection of its own, set up as the queues' (password, TLS, Sentinel)
             consumer=self.name,
             alive_key=alive_key(self.name),  # so that the reconciler never takes over what it reads
         )
         mirror.start()
         threading.Thread(target=self._keep_lock, name="scheduler-lock", daemon=True).start()
         threading.Thread(target=self._reconcile, name="reconciler", daemon=True).start()
+        threading.Thread(target=self._prune, name="retention", daemon=True).start()
         log.info("%s started (tick %.1fs, reconcile every %.0fs)", self.name, self.tick, self.reconcile_every)
         try:
             while not self.stop_requested.is_set():

@@ -21,7 +21,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from jobs import queues, registry, services, timing
+from jobs import logs, queues, registry, services, timing
 from jobs.errors import InvalidJobRequest
 from jobs.models import Job, JobAudit, Schedule, ScheduleRun
 
@@ -106,6 +106,12 @@ def _create_job(schedule: Schedule, user: User, via: str, note: str) -> Job:
     return job
 
 
+def _log_run(schedule: Schedule, due: datetime | str, job: Job) -> None:
+    """The line linking a schedule's run to its job (whose own lines follow it across processes)."""
+    when = local_time(schedule, due) if isinstance(due, datetime) else due
+    log.info("schedule %r, %s: job %s", schedule.name, when, job.id, extra=logs.job_extra(job.id, job.type))
+
+
 def local_time(schedule: Schedule, moment: datetime | None, seconds: bool = True) -> str:
     """A moment as the schedule's own zone shows it ("—" for none)."""
     if moment is None:
@@ -173,6 +179,8 @@ def _run_batch(pks: list[Any], now: datetime) -> int:
             if plan.missed and plan.run_for is None:
                 log.info("schedule %s: runs missed until %s skipped", schedule, local_time(schedule, now))
         Schedule.objects.bulk_update(due, ["last_due_at", "next_due_at"])
+    for (schedule, _, run_for), job in zip(to_run, jobs, strict=True):
+        _log_run(schedule, run_for, job)
     return len(jobs)
 
 
@@ -200,6 +208,7 @@ def _run(pk: Any, now: datetime) -> int:
                     run.job = _create_job(schedule, None, JobAudit.Via.SCHEDULE, _note(schedule, plan))
                     run.save(update_fields=["job"])
                     made = 1
+                    _log_run(schedule, plan.run_for, run.job)
             elif plan.missed:
                 log.info("schedule %s: runs missed until %s skipped", schedule, local_time(schedule, now))
             schedule.last_due_at = plan.run_for or schedule.last_due_at
@@ -223,6 +232,7 @@ def schedule_run_now(*, schedule: Schedule, user: User = None, via: str = servic
         run = ScheduleRun.objects.create(schedule=schedule, due_at=now, by_hand=True)
         run.job = _create_job(schedule, user, via, f"schedule {schedule.name!r}, run now")
         run.save(update_fields=["job"])
+    _log_run(schedule, f"run now by {logs.username(user)}", run.job)
     return run.job
 
 

@@ -19,7 +19,7 @@ from django.db.models.functions import Upper
 from django.utils import timezone
 from rq.worker import Worker as RQWorker
 
-from jobs import events, queues, registry, rqstore, stats
+from jobs import events, queues, registry, retention, rqstore, stats
 from jobs.errors import InvalidJobRequest
 from jobs.mirror import oldest_unapplied_ms
 from jobs.models import SEARCH_TEXT, Job, JobAttempt, JobAudit
@@ -385,7 +385,8 @@ def health() -> dict[str, Any]:
 
 
 def job_stats() -> dict[str, Any]:
-    """Counts for every status (per queue and in total), queue health, workers, recent throughput.
+    """Counts for every status (per queue and in total; pruned jobs still counted: `jobs.retention`), queue
+    health, workers, recent throughput, and how far back the history goes.
 
     Raises `QueueUnavailable` when Redis cannot be reached."""
     counts = stats.status_counts()
@@ -424,8 +425,14 @@ def job_stats() -> dict[str, Any]:
             "last_day": last_day[JobStatus.FINISHED] + last_day[JobStatus.FAILED],
         },
         "failed": {"last_hour": last_hour[JobStatus.FAILED], "last_day": last_day[JobStatus.FAILED]},
+        "history": retention.history_info(counts),
         "generated_at": now,
     }
+
+
+def history_kept() -> dict[str, Any]:
+    """How far back the history goes: the ages kept per final status and the oldest job (`jobs.retention`)."""
+    return retention.history_info()
 
 
 def job_audit(*, job_id: Any, limit: int = 200) -> list[JobAudit]:

@@ -33,10 +33,11 @@ from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
 from rq.registry import ScheduledJobRegistry
 
-from jobs import events, queues, registry, rqstore, sql
+from jobs import events, logs, queues, registry, rqstore, sql
 from jobs.errors import ActionNotAllowed, InvalidJobRequest
 from jobs.models import Job, JobAudit
 from jobs.statuses import (
+    ACTION_DONE,
     ALLOWED_BY_ACTION,
     CANCELABLE,
     PROMOTABLE,
@@ -112,6 +113,35 @@ def live_row(row: Job) -> dict[str, Any]:
         value = getattr(row, name)
         data[name] = value.isoformat() if isinstance(value, datetime) else value
     return data
+
+
+def _log_created(rows: Sequence[Job], user: User, *, on_commit: bool = False) -> None:
+    """One line per job created (its id and type in the line's fields, `jobs.logs`)."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    by = logs.username(user)
+    then = ", sent to its queue when the transaction commits" if on_commit else ""
+    for row in rows:
+        due = f", due {row.scheduled_for.isoformat()}" if row.scheduled_for else ""
+        log.info(
+            "job %s created: %s on %s%s by %s%s",
+            row.id,
+            row.type,
+            row.queue,
+            due,
+            by,
+            then,
+            extra=logs.job_extra(row.id, row.type),
+        )
+
+
+def _log_action(action: str, rows: Sequence[Job], user: User, via: str) -> None:
+    """One line per job an action was taken on (after it was)."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    by = logs.username(user)
+    for row in rows:
+        log.info("job %s %s by %s (%s)", row.id, ACTION_DONE[action], by, via, extra=logs.job_extra(row.id, row.type))
 
 
 def _validate(request: JobRequest, now: datetime) -> tuple[registry.JobType, dict[str, Any], str, datetime | None]:
@@ -198,6 +228,7 @@ def jobs_enqueue(*, requests: Sequence[JobRequest], user: AbstractBaseUser | Ano
         sql.insert_rows(Job, rows)
         ids = [row.id for row in rows]
         transaction.on_commit(lambda: jobs_dispatch_pending(job_ids=ids))
+        _log_created(rows, user, on_commit=True)
         return rows
 
     for row in rows:
@@ -221,6 +252,7 @@ def jobs_enqueue(*, requests: Sequence[JobRequest], user: AbstractBaseUser | Ano
         if isinstance(exc, IntegrityError):
             raise InvalidJobRequest({"non_field_errors": [f"the database refused the jobs: {exc}"]}) from exc
         raise
+    _log_created(rows, user)
     _announce(events.CREATED, rows)
     return rows
 
@@ -274,6 +306,9 @@ def jobs_dispatch_pending(*, job_ids: Iterable[Any] | None = None, older_than: t
         ).update(status=JobStatus.PENDING, enqueued_at=None)
         log.warning("%s jobs stay pending: Redis unavailable (%s)", len(dispatched), exc)
         return 0
+    if log.isEnabledFor(logging.INFO):
+        for row in dispatched:
+            log.info("job %s sent to %s (%s)", row.id, row.queue, row.status, extra=logs.job_extra(row.id, row.type))
     _announce(events.CREATED, dispatched)
     return len(dispatched)
 
@@ -372,6 +407,7 @@ def jobs_retry(*, job_ids: Sequence[Any], user: User = None, via: str = VIA_CODE
             pipe.multi()
             rqstore.forget(retried, pipe)
             rqstore.send(pipe, rqstore.stage(retried, pipe))
+    _log_action("retry", retried, user, via)
     _announce(events.CHANGED, retried)
     return retried, skipped
 
@@ -409,6 +445,7 @@ def job_cancel(*, job: Job, user: User = None, via: str = VIA_CODE) -> Job:
         # still on the stream must not undo the cancel).
         row.mirror_seq = max(row.mirror_seq, events.seq_after(row.attempts + 1))
         row.save(update_fields=["status", "ended_at", "scheduled_for", "mirror_seq", "updated_at"])
+    _log_action("cancel", [row], user, via)
     _announce(events.CHANGED, [row])
     return row
 
@@ -428,6 +465,7 @@ def job_stop(*, job: Job, user: User = None, via: str = VIA_CODE) -> Job:
     except rqstore.REDIS_ERRORS as exc:
         raise rqstore.unavailable(exc) from exc
     _audit([job], "stop", user, via)
+    _log_action("stop", [job], user, via)
     return job
 
 
@@ -449,6 +487,7 @@ def job_promote(*, job: Job, user: User = None, via: str = VIA_CODE) -> Job:
         row.scheduled_for = None
         row.enqueued_at = timezone.now()
         row.save(update_fields=["status", "scheduled_for", "enqueued_at", "updated_at"])
+    _log_action("promote", [row], user, via)
     _announce(events.CHANGED, [row])
     return row
 
@@ -484,6 +523,7 @@ def job_remove(*, job: Job, user: User = None, via: str = VIA_CODE) -> None:
         _audit([row], "remove", user, via)
         removed = live_row(row)
         row.delete()
+    _log_action("remove", [row], user, via)
     try:
         events.announce(queues.redis(), events.REMOVED, [removed])
     except rqstore.REDIS_ERRORS as exc:
@@ -515,6 +555,11 @@ def promote_due_jobs(*, now: datetime | None = None) -> int:
                     events.emit(pipe, rq_job.id, events.QUEUED, events.attempt_number(rq_job))
                     moved += 1
             pipe.execute()
+        if log.isEnabledFor(logging.INFO):
+            for rq_job, promoted in zip(rq_jobs, answers, strict=True):
+                if rq_job is not None and promoted:
+                    extra = logs.job_extra(rq_job.id, rqstore.type_name(rq_job))
+                    log.info("job %s promoted: due, moved to %s", rq_job.id, queue.name, extra=extra)
     return moved
 
 
@@ -574,6 +619,8 @@ def job_give_up_on(*, job: Job, outcome: str, reason: str) -> Job:
                         rq_job, ttl=rqstore.setting("JOBS_FAILURE_TTL"), exc_string=reason, pipeline=pipe
                     )
                 pipe.execute()
+    then = "scheduled again for its time" if retry and still_delayed else "run again" if retry else "not retried"
+    log.warning("job %s %s: %s; %s", row.id, outcome, reason, then, extra=logs.job_extra(row.id, row.type))
     _announce(events.CHANGED, [row])
     return row
 

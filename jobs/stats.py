@@ -7,7 +7,9 @@ that finished or failed. `fold()` (run by the scheduler every second) adds
 those rows into `JobCount` (totals per queue and status), `JobEndMinute` (jobs
 that ended, per minute and queue) and `JobEndHour` (per hour, queue, type and
 status, with run and wait time histograms), then deletes them. Readers add the few rows not folded yet,
-so counts are exact at any time.
+so counts are exact at any time. The same rows go, in the same transaction, into `JobTypeTotal`
+(every job that ever ended, per queue, type and status, with the same histograms): it is never
+deleted, so the metrics' counters (`jobs.metrics`) never go down when old rollups or history rows go.
 
 Percentiles come from the histograms: buckets a quarter of a power of two wide
 (`bucket`), so a p50 or p95 is within 9 % of the exact figure.
@@ -26,7 +28,7 @@ from django.db import transaction
 from django.db.models import Count, F, Sum
 from django.utils import timezone
 
-from jobs.models import JobCount, JobCountDelta, JobEndHour, JobEndMinute, JobRunDelta
+from jobs.models import JobCount, JobCountDelta, JobEndHour, JobEndMinute, JobRunDelta, JobTypeTotal
 from jobs.statuses import JobStatus
 
 #: Statuses counted as "ended" in the per-minute history.
@@ -109,7 +111,8 @@ def fold(batch: int = FOLD_BATCH) -> int:
 
 
 def _fold_runs(batch: int) -> int:
-    """Fold `JobRunDelta` rows into `JobEndMinute` and `JobEndHour`, by the minute and hour each job ended."""
+    """Fold `JobRunDelta` rows into `JobEndMinute` and `JobEndHour`, by the minute and hour each job ended,
+    and into the all-time `JobTypeTotal`."""
     with transaction.atomic():
         runs = list(
             JobRunDelta.objects.order_by("id").values_list("id", "type", "queue", "status", "run_ms", "wait_ms", "at")[
@@ -139,13 +142,34 @@ def _fold_runs(batch: int) -> int:
             if row is None:
                 hour, queue, type_, status = key
                 row = JobEndHour(hour=hour, queue=queue, type=type_, status=status)
-            rollup.merge_row(row)
-            rollup.store(row)
+            HourRollup.merged(rollup, row).store(row)
             row.save()
+        _fold_totals(groups)
         JobRunDelta.objects.filter(id__in=[run[0] for run in runs]).delete()
         JobEndHour.objects.filter(hour__lt=timezone.now() - HOUR_RETENTION).delete()
         JobEndMinute.objects.filter(minute__lt=timezone.now() - MINUTE_RETENTION).delete()
     return len(runs)
+
+
+def _fold_totals(groups: dict[tuple[datetime, str, str, str], HourRollup]) -> None:
+    """Add the hour groups of a fold into the all-time `JobTypeTotal` rows (inside the fold's transaction)."""
+    totals: dict[tuple[str, str, str], HourRollup] = {}
+    for (_, queue, type_, status), rollup in groups.items():
+        totals[(queue, type_, status)] = HourRollup.merged(rollup, totals.get((queue, type_, status)))
+    existing = {
+        (row.queue, row.type, row.status): row
+        for row in JobTypeTotal.objects.select_for_update().filter(
+            queue__in={key[0] for key in totals}, type__in={key[1] for key in totals}
+        )
+    }
+    for (queue, type_, status), rollup in totals.items():
+        row = existing.get((queue, type_, status)) or JobTypeTotal(queue=queue, type=type_, status=status)
+        HourRollup.merged(rollup, row).store(row)
+        row.save()
+
+
+#: A row that holds a rollup: `JobEndHour` (one hour) or `JobTypeTotal` (all time).
+RollupRow = JobEndHour | JobTypeTotal
 
 
 @dataclass
@@ -165,14 +189,30 @@ class HourRollup:
         self.run.add(run_ms)
         self.wait.add(wait_ms)
 
-    def merge_row(self, row: JobEndHour) -> None:
+    def merge_row(self, row: RollupRow | HourRollup) -> None:
+        if isinstance(row, HourRollup):
+            self.count += row.count
+            self.run_ms_sum += row.run_ms_sum
+            self.wait_ms_sum += row.wait_ms_sum
+            self.run.merge(row.run.counts)
+            self.wait.merge(row.wait.counts)
+            return
         self.count += row.count
         self.run_ms_sum += row.run_ms_sum
         self.wait_ms_sum += row.wait_ms_sum
         self.run.merge(row.run_hist or {})
         self.wait.merge(row.wait_hist or {})
 
-    def store(self, row: JobEndHour) -> None:
+    @classmethod
+    def merged(cls, *parts: RollupRow | HourRollup | None) -> HourRollup:
+        """A new rollup holding all of `parts` (None: nothing)."""
+        total = cls()
+        for part in parts:
+            if part is not None:
+                total.merge_row(part)
+        return total
+
+    def store(self, row: RollupRow) -> None:
         row.count = self.count
         row.run_ms_sum = self.run_ms_sum
         row.wait_ms_sum = self.wait_ms_sum
@@ -294,3 +334,20 @@ def per_type(since: datetime) -> list[dict[str, Any]]:
         single.add(run_ms, wait_ms)
         add(type_, status, 1, single.run.counts.items(), single.wait.counts.items())
     return [entry.as_dict() for entry in sorted(figures.values(), key=lambda entry: (-entry.runs, entry.type))]
+
+
+@dataclass
+class TypeTotal:
+    """Every job of one type on one queue that ever ended in one status (as folded so far)."""
+
+    queue: str
+    type: str
+    status: str
+    rollup: HourRollup
+
+
+def type_totals() -> list[TypeTotal]:
+    """The all-time totals per queue, type and status, as folded (one read of a small table, never of the
+    history). Deltas not folded yet are left out, so a total only ever grows between two reads."""
+    rows = JobTypeTotal.objects.order_by("queue", "type", "status")
+    return [TypeTotal(row.queue, row.type, row.status, HourRollup.merged(row)) for row in rows]

@@ -30,12 +30,12 @@ import rq
 from django.conf import settings
 from redis import Redis
 from redis.client import Pipeline
-from rq.exceptions import InvalidJobOperation
+from rq.exceptions import InvalidJobOperation, StopRequested
 from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
 from rq.worker import WorkerStatus
 
-from jobs import events, queues, rqstore
+from jobs import events, logs, queues, rqstore
 from jobs.errors import REDIS_ERRORS
 from jobs.mirror import MirrorProcess, alive_key
 from jobs.rqstore import MirroredJob
@@ -113,6 +113,7 @@ class MirrorWorkerMixin:
     def _emit_end(self, job: RQJob, pipeline: Pipeline) -> None:
         attempt = events.attempt_number(job)
         started = job.started_at.timestamp() if job.started_at else None
+        ran = f"{time.time() - started:.2f}s" if started else "an unknown time"
         if self._failure is None:
             events.emit(
                 pipeline,
@@ -123,12 +124,14 @@ class MirrorWorkerMixin:
                 s=started,
                 r=events.encode_result(job._result, _result_limit(self.connection)),
             )
+            log.info("job %s finished (attempt %s) in %s", job.id, attempt, ran)
             return
         exc_string, stopped = self._failure
         error = events.error_line(exc_string)
         traceback = exc_string[-events.MAX_TRACEBACK_CHARS :]
         if stopped:
             events.emit(pipeline, job.id, events.STOPPED, attempt, w=self.name, s=started, x=error or "stopped")
+            log.warning("job %s stopped (attempt %s) after %s", job.id, attempt, ran)
             return
         next_at = requeued = None
         if job.should_retry:
@@ -150,10 +153,19 @@ class MirrorWorkerMixin:
             n=next_at,
             q=requeued,
         )
+        then = "run again now" if requeued else f"retried in {next_at - time.time():.0f}s" if next_at else "no retry"
+        log.warning("job %s failed (attempt %s) after %s: %s; %s", job.id, attempt, ran, error, then)
 
     # --- Redis blinking around a job ------------------------------------------------
 
     def execute_job(self, job: RQJob, queue: rq.Queue) -> None:
+        """Run the job with it in hand for the logs: every line about it (RQ's, the job's own, in the
+        work horse too) carries its id and type (`jobs.logs`)."""
+        with logs.job_context(job.id, rqstore.type_name(job)):
+            log.info("job %s started on %s (attempt %s)", job.id, self.name, events.attempt_number(job))
+            self._execute_job(job, queue)
+
+    def _execute_job(self, job: RQJob, queue: rq.Queue) -> None:
         """RQ's, but a Redis failure around the job does not end the worker (RQ's loop quits on one).
 
         The worker waits for Redis, watches a horse still running to its end, and records an end
@@ -275,6 +287,13 @@ class MirrorWorkerMixin:
                 log.warning("worker %s: Redis unavailable while waiting for a job (%s)", self.name, exc)
                 if not self._wait_for_redis():
                     return None  # asked to stop: RQ's loop ends
+            except StopRequested:
+                # Raised by the signal handler inside BLPOP: the interrupted connection still has
+                # BLPOP's reply coming. redis-py drops such a connection, except through Sentinel
+                # (its connections keep it), and RQ's goodbye would then wait minutes behind it.
+                # Only the connections not in use: RQ's pubsub thread keeps its own to the end.
+                self.connection.connection_pool.disconnect(inuse_connections=False)
+                raise
 
     def _dequeue(self, timeout: int | None, max_idle_time: int | None) -> Any:
         """RQ's dequeue, skipping paused queues (a pause takes effect within about a second)."""
@@ -332,7 +351,7 @@ class MirrorWorkerMixin:
     # --- the mirror thread ----------------------------------------------------
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
-        conn = Redis(connection_pool=type(self.connection.connection_pool)(**self.redis_kwargs()))
+        conn = queues.new_redis(**self.redis_kwargs())
         with conn.pipeline() as pipe:
             pipe.sadd(PRODUCT_WORKERS, self.name)
             pipe.set(alive_key(self.name), "1", ex=settings.JOBS_WORKER_DEAD_AFTER)
@@ -349,8 +368,8 @@ class MirrorWorkerMixin:
                 conn.srem(PRODUCT_WORKERS, self.name)
 
     def redis_kwargs(self) -> dict[str, Any]:
-        """Options for the mirror's own connection (RQ raises the worker's timeout for BLPOP)."""
-        return {**self.connection.connection_pool.connection_kwargs, "socket_timeout": 10}
+        """Options for the mirror's own connection, over the queues' (RQ raises the worker's timeout for BLPOP)."""
+        return {"socket_timeout": 10}
 
 
 class Worker(MirrorWorkerMixin, rq.Worker):

@@ -6,16 +6,15 @@ Every variable is documented in `.env.example`. A bad value raises
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
-from redis.backoff import NoBackoff
-from redis.connection import parse_url as parse_redis_url
-from redis.retry import Retry
 
+from jobs import redis_config
 from jobs.queue_names import QUEUE_NAMES
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -72,20 +71,43 @@ def env_float(name: str, default: float) -> float:
         raise ImproperlyConfigured(f"{name} must be a number, got {raw!r}") from None
 
 
+def split_list(value: str) -> list[str]:
+    """`a, b,,c` -> ["a", "b", "c"]."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
 def env_list(name: str, default: str) -> list[str]:
-    return [item.strip() for item in env(name, default).split(",") if item.strip()]
+    return split_list(env(name, default))
 
 
 DEBUG = env_bool("DEBUG", False)
 
-SECRET_KEY = env("SECRET_KEY")
-if not SECRET_KEY:
-    if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY is required when DEBUG is off (see .env.example)")
-    SECRET_KEY = "insecure-development-key-only-used-when-debug-is-on"
 
-ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
-CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+def env_required(name: str, what: str, debug_default: str) -> str:
+    """A value production cannot guess: missing while DEBUG is off stops start-up, saying what to set."""
+    value = env(name).strip()
+    if value:
+        return value
+    if not DEBUG:
+        raise ImproperlyConfigured(f"{name} is required when DEBUG is off: {what} (see .env.example)")
+    return debug_default
+
+
+SECRET_KEY = env_required(
+    "SECRET_KEY",
+    "a long random string, e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(50))'",
+    "insecure-development-key-only-used-when-debug-is-on",
+)
+ALLOWED_HOSTS = split_list(
+    env_required(
+        "ALLOWED_HOSTS", "the host names the site answers to, e.g. jobs.example.com", "localhost,127.0.0.1,[::1]"
+    )
+)
+CSRF_TRUSTED_ORIGINS = split_list(
+    env_required("CSRF_TRUSTED_ORIGINS", "the site's origins with their scheme, e.g. https://jobs.example.com", "")
+)
+if not all(origin.startswith(("https://", "http://")) for origin in CSRF_TRUSTED_ORIGINS):
+    raise ImproperlyConfigured("CSRF_TRUSTED_ORIGINS takes origins with their scheme, e.g. https://jobs.example.com")
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -185,33 +207,28 @@ REDIS_URL = env("REDIS_URL", "redis://127.0.0.1:6379/0")
 # Redis stops answering: they get a clear "queue unavailable" error instead.
 REDIS_SOCKET_TIMEOUT = env_float("REDIS_SOCKET_TIMEOUT", 2.0)
 
+# Redis Sentinel (host:port,host:port): the master's address comes from the Sentinels;
+# REDIS_URL then gives only the database, user, password and TLS (rediss://).
+REDIS_SENTINELS = env("REDIS_SENTINELS")
+REDIS_SENTINEL_MASTER = env("REDIS_SENTINEL_MASTER", "mymaster")
+REDIS_SENTINEL_PASSWORD = env("REDIS_SENTINEL_PASSWORD")
+
 # Queue names and their order of priority are owned by jobs.queue_names; django-rq
-# only needs to know how to connect to each.
+# only needs to know how to connect to each: django-rq's own connection settings
+# (host or Sentinels, password, TLS, socket timeouts), which every Redis client of
+# the product follows (jobs.redis_config).
 try:
-    _redis = parse_redis_url(REDIS_URL)
-except ValueError as exc:
-    raise ImproperlyConfigured(f"REDIS_URL is not a valid Redis URL: {exc}") from None
-# Host, port and db rather than django-rq's "URL" form, which drops the client
-# options: the socket timeouts must reach every connection.
+    _redis_connection = redis_config.rq_connection(
+        REDIS_URL,
+        socket_timeout=REDIS_SOCKET_TIMEOUT,
+        sentinels=redis_config.parse_sentinels(REDIS_SENTINELS),
+        master=REDIS_SENTINEL_MASTER,
+        sentinel_password=REDIS_SENTINEL_PASSWORD,
+    )
+except redis_config.RedisConfigError as exc:
+    raise ImproperlyConfigured(str(exc)) from None
 RQ_QUEUES = {
-    name: {
-        "HOST": _redis.get("host", "127.0.0.1"),
-        "PORT": _redis.get("port", 6379),
-        "DB": _redis.get("db", 0),
-        "USERNAME": _redis.get("username"),
-        "PASSWORD": _redis.get("password"),
-        "SSL": "connection_class" in _redis,
-        "DEFAULT_TIMEOUT": 600,
-        "SERIALIZER": "rq.serializers.JSONSerializer",
-        "REDIS_CLIENT_KWARGS": {
-            "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
-            "socket_timeout": REDIS_SOCKET_TIMEOUT,
-            "health_check_interval": 30,
-            # One try: a caller waiting on a dead Redis gets its answer (503) in seconds.
-            # Workers and the mirror retry on their own, with backoff.
-            "retry": Retry(NoBackoff(), 0),
-        },
-    }
+    name: {**_redis_connection, "DEFAULT_TIMEOUT": 600, "SERIALIZER": "rq.serializers.JSONSerializer"}
     for name in QUEUE_NAMES
 }
 RQ = {
@@ -232,6 +249,11 @@ JOBS_RECONCILE_INTERVAL = env_float("JOBS_RECONCILE_INTERVAL", 10.0)
 JOBS_SCHEDULER_LOCK_TTL = env_int("JOBS_SCHEDULER_LOCK_TTL", 15)
 if JOBS_SCHEDULER_LOCK_TTL < 1:
     raise ImproperlyConfigured("JOBS_SCHEDULER_LOCK_TTL must be at least 1 (seconds)")
+# `manage.py jobs_alive worker` (a liveness probe) fails a worker whose own RQ heartbeat is older
+# than this: run such workers with `--worker-ttl 60` (they beat every 45 s while idle).
+JOBS_ALIVE_THRESHOLD = env_int("JOBS_ALIVE_THRESHOLD", 90)
+if JOBS_ALIVE_THRESHOLD < 1:
+    raise ImproperlyConfigured("JOBS_ALIVE_THRESHOLD must be at least 1 (seconds)")
 # Your own modules that register job types (comma-separated dotted paths).
 JOBS_MODULES = env_list("JOBS_MODULES", "")
 # While the event stream holds more entries than this (the history is behind), workers
@@ -261,9 +283,82 @@ def env_schedules(name: str) -> list[dict[str, Any]]:
 
 
 JOBS_SCHEDULES = env_schedules("JOBS_SCHEDULES")
+# History retention (jobs.retention): days an ended job is kept, by its final status (0: for good);
+# the newest JOBS_RETENTION_KEEP_LAST jobs of each type and of each schedule are kept whatever their age.
+JOBS_RETENTION_FINISHED_DAYS = env_int("JOBS_RETENTION_FINISHED_DAYS", 30)
+JOBS_RETENTION_FAILED_DAYS = env_int("JOBS_RETENTION_FAILED_DAYS", 90)  # also abandoned and lost
+JOBS_RETENTION_CANCELED_DAYS = env_int("JOBS_RETENTION_CANCELED_DAYS", 30)  # also stopped
+JOBS_RETENTION_KEEP_LAST = env_int("JOBS_RETENTION_KEEP_LAST", 100)
+# The hour of day (TIME_ZONE) at which the active scheduler prunes; -1: never (prunehistory only).
+JOBS_RETENTION_HOUR = env_int("JOBS_RETENTION_HOUR", 3)
+# Jobs deleted per transaction: each batch holds its row locks only for its own short transaction.
+JOBS_RETENTION_BATCH = env_int("JOBS_RETENTION_BATCH", 2000)
+for _retention in ("FINISHED_DAYS", "FAILED_DAYS", "CANCELED_DAYS", "KEEP_LAST"):
+    if globals()[f"JOBS_RETENTION_{_retention}"] < 0:
+        raise ImproperlyConfigured(f"JOBS_RETENTION_{_retention} must be 0 or more")
+if not -1 <= JOBS_RETENTION_HOUR <= 23:
+    raise ImproperlyConfigured("JOBS_RETENTION_HOUR must be an hour from 0 to 23, or -1 for never")
+if not 1 <= JOBS_RETENTION_BATCH <= 50_000:
+    raise ImproperlyConfigured("JOBS_RETENTION_BATCH must be from 1 to 50000")
 # Where the report job writes its files.
 MEDIA_ROOT = BASE_DIR / env("MEDIA_ROOT", "media")  # relative paths are relative to the project
 MEDIA_URL = "/media/"
+
+# --- Files: where jobs store what they produce (jobs.files) -----------------------
+# The local folder (MEDIA_ROOT) by default; S3 (or MinIO...) so that a web server on one machine
+# serves what a worker wrote on another; or any storage class (FILES_STORAGE_BACKEND).
+FILES_STORAGE = env("FILES_STORAGE", "local").strip().lower() or "local"
+FILES_STORAGE_BACKEND = env("FILES_STORAGE_BACKEND").strip()
+# Downloads answer a redirect to a short-lived signed URL instead of passing through Django.
+FILES_DOWNLOAD_REDIRECT = env_bool("FILES_DOWNLOAD_REDIRECT", False)
+_files_storage: dict[str, Any]
+if FILES_STORAGE not in {"local", "s3"}:
+    raise ImproperlyConfigured(f"FILES_STORAGE must be local or s3, got {FILES_STORAGE!r}")
+if FILES_STORAGE_BACKEND:
+    if FILES_STORAGE != "local":
+        raise ImproperlyConfigured("Set FILES_STORAGE or FILES_STORAGE_BACKEND, not both")
+    try:
+        _files_options = json.loads(env("FILES_STORAGE_OPTIONS", "{}"))
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"FILES_STORAGE_OPTIONS must be a JSON object: {exc}") from None
+    if "." not in FILES_STORAGE_BACKEND or not isinstance(_files_options, dict):
+        raise ImproperlyConfigured("FILES_STORAGE_BACKEND must be a dotted path and FILES_STORAGE_OPTIONS an object")
+    _files_storage = {"BACKEND": FILES_STORAGE_BACKEND, "OPTIONS": _files_options}
+elif FILES_STORAGE == "s3":
+    if not env("AWS_STORAGE_BUCKET_NAME"):
+        raise ImproperlyConfigured("FILES_STORAGE=s3 needs AWS_STORAGE_BUCKET_NAME (see .env.example)")
+    _files_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env("AWS_STORAGE_BUCKET_NAME"),
+            "location": env("AWS_LOCATION").strip("/"),  # a prefix for every key
+            "endpoint_url": env("AWS_S3_ENDPOINT_URL") or None,  # MinIO and other S3-compatible services
+            "region_name": env("AWS_S3_REGION_NAME") or None,
+            "addressing_style": env("AWS_S3_ADDRESSING_STYLE") or None,  # "path" for most MinIO set-ups
+            "signature_version": env("AWS_S3_SIGNATURE_VERSION") or "s3v4",
+            # Empty: boto3 finds credentials itself (an instance or pod role, ~/.aws).
+            "access_key": env("AWS_ACCESS_KEY_ID") or None,
+            "secret_key": env("AWS_SECRET_ACCESS_KEY") or None,
+            "security_token": env("AWS_SESSION_TOKEN") or None,
+            # Private objects: no ACL, and every URL is signed and short-lived.
+            "default_acl": None,
+            "querystring_auth": True,
+            "querystring_expire": env_int("AWS_QUERYSTRING_EXPIRE", 300),
+            "file_overwrite": True,
+            "max_memory_size": 8 * 1024 * 1024,  # a larger download is buffered in a temporary file
+        },
+    }
+else:
+    _files_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage"}  # MEDIA_ROOT
+STORAGES = {
+    "default": _files_storage,
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},  # served by whitenoise
+}
+
+# --- Metrics -----------------------------------------------------------------
+# The bearer token Prometheus sends to GET /metrics (`Authorization: Bearer <token>`); empty: only
+# staff who are logged in may read it (jobs.metrics).
+METRICS_TOKEN = env("METRICS_TOKEN")
 
 # --- E-mail ------------------------------------------------------------------
 EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
@@ -325,28 +420,70 @@ SPECTACULAR_SETTINGS = {
 }
 
 # The cache lives in the shared Redis: API throttling counts across every web process.
+# It connects through the queues' own client (jobs.redis_cache): the same password, TLS, Sentinel,
+# socket timeouts and one-try retry; LOCATION is not used.
 CACHES = {
     "default": {
-        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "BACKEND": "jobs.redis_cache.RedisCache",
         "LOCATION": REDIS_URL,
         "KEY_PREFIX": "cache",
-        "OPTIONS": {
-            "socket_connect_timeout": REDIS_SOCKET_TIMEOUT,
-            "socket_timeout": REDIS_SOCKET_TIMEOUT,
-            "retry": Retry(NoBackoff(), 0),
-        },
     }
 }
 
+# Logs: plain text (local runs) or one JSON object per line, each line about a job carrying its id
+# and type (jobs.logs).
+LOG_FORMAT = env("LOG_FORMAT", "plain").strip().lower() or "plain"
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, got {env('LOG_FORMAT')!r}")
+LOG_LEVEL = env("LOG_LEVEL", "INFO").strip().upper() or "INFO"
+if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    raise ImproperlyConfigured(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {env('LOG_LEVEL')!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "filters": {"job": {"()": "jobs.logs.JobContextFilter"}},
+    "formatters": {"plain": {"()": "jobs.logs.PlainFormatter"}, "json": {"()": "jobs.logs.JsonFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["job"]}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # In JSON, the web server's own lines too (those of its processes that load the site).
+        **{
+            name: {"handlers": ["console"], "propagate": False}
+            for name in ("gunicorn.error", "gunicorn.access", "uvicorn.error", "uvicorn.access")
+            if LOG_FORMAT == "json"
+        },
+    },
 }
 
+# --- HTTPS (production: DEBUG off) ----------------------------------------------------------
+# `manage.py check --deploy` is clean with these. Django's defaults already cover the rest of its
+# list: X_FRAME_OPTIONS "DENY", SECURE_CONTENT_TYPE_NOSNIFF, SECURE_REFERRER_POLICY "same-origin",
+# SECURE_CROSS_ORIGIN_OPENER_POLICY "same-origin"; a short SECRET_KEY is its security.W009.
+SESSION_COOKIE_HTTPONLY = True
+# A proxy (load balancer, ingress) in front speaks HTTPS to browsers and plain HTTP to us.
+TLS_TERMINATED_BY_PROXY = env_bool("TLS_TERMINATED_BY_PROXY", False)
+# Probes and scrapers inside a cluster speak plain HTTP: never redirected.
+SECURE_REDIRECT_EXEMPT = [r"^healthz/?$", r"^readyz/?$", r"^metrics/?$"]
+SILENCED_SYSTEM_CHECKS: list[str] = []
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
     CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", True)
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 365 * 24 * 3600)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    # Preloading asks browsers to hard-code HTTPS for the domain, which is slow to undo: a deployment
+    # opts in (and then submits its domain to hstspreload.org); until then the warning is noise.
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+    if not SECURE_HSTS_PRELOAD:
+        SILENCED_SYSTEM_CHECKS.append("security.W021")
+    if TLS_TERMINATED_BY_PROXY:
+        # Trust the proxy's X-Forwarded-Proto (it must set it, and strip a client's): request.is_secure()
+        # and the CSRF origin check then see the browser's https.
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+        # The proxy redirects to HTTPS and sends HSTS: the checks for our own (W008 redirect, W004
+        # HSTS) would warn about what is done in front of us.
+        SECURE_SSL_REDIRECT = False
+        SECURE_HSTS_SECONDS = 0
+        SILENCED_SYSTEM_CHECKS += ["security.W004", "security.W008"]
+    else:
+        SECURE_SSL_REDIRECT = True

@@ -114,24 +114,39 @@ class OwnRedis:
 
     Without `appendfsync` it has no persistence: a restart empties it. With it
     (`always` or `everysec`) it keeps an append-only file in `directory`, which a
-    restart reads back.
+    restart reads back. With a `password` it answers only those who give it.
     """
 
-    def __init__(self, directory: Path, db: int, port: int | None = None, appendfsync: str | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        db: int,
+        port: int | None = None,
+        appendfsync: str | None = None,
+        password: str | None = None,
+    ) -> None:
         self.directory = directory
         self.port = port or closed_port()
         self.db = db
         self.appendfsync = appendfsync
+        self.password = password
         self.process: subprocess.Popen[bytes] | None = None
         self.paused = False
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/{self.db}"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/{self.db}"
 
-    def client(self, timeout: float = 2.0) -> redis_lib.Redis:
+    def client(self, timeout: float = 2.0, password: str | None = None) -> redis_lib.Redis:
+        """A client with the password given (none: the server's own, if it has one)."""
         return redis_lib.Redis(
-            host="127.0.0.1", port=self.port, db=self.db, socket_timeout=timeout, socket_connect_timeout=timeout
+            host="127.0.0.1",
+            port=self.port,
+            db=self.db,
+            password=password if password is not None else self.password,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
         )
 
     @property
@@ -152,6 +167,8 @@ class OwnRedis:
         persistence = ["--appendonly", "no"]
         if self.appendfsync:
             persistence = ["--appendonly", "yes", "--appendfsync", self.appendfsync]
+        if self.password:
+            persistence += ["--requirepass", self.password]
         self.process = subprocess.Popen(
             [
                 REDIS_SERVER,

@@ -214,7 +214,13 @@ ACCOUNT_PAGES = ("/accounts/",)
 #: The API's documentation pages, for people in a browser: one who is not logged in is sent to log in.
 API_DOC_PAGES = ("/api/docs/", "/api/redoc/")
 #: django-rq's JSON statistics take their own bearer token (RQ_API_TOKEN): 401 without it.
-RQ_TOKEN_VIEWS = ("/django-rq/stats.json/", "/admin/django_rq/dashboard/stats.json/")
+RQ_TOKEN_VIEWS = (
+    "/django-rq/stats.json/",
+    "/admin/django_rq/dashboard/stats.json/",
+    # django-rq's own Prometheus page (with prometheus-client installed): a token or staff, like /metrics.
+    "/django-rq/metrics/",
+    "/admin/django_rq/dashboard/metrics/",
+)
 
 
 def refusal_problem(url: str, method: str, response: Any) -> str | None:
@@ -230,6 +236,8 @@ def refusal_problem(url: str, method: str, response: Any) -> str | None:
         return None if "detail" in response.json() else "no JSON detail"
     if url == "/jobs/events/":
         return None if status == 401 else f"{status} (expected 401)"
+    if url == "/metrics/":  # a bearer token or a staff login; read-only
+        return None if status == 401 or (method, status) == ("POST", 405) else f"{status} (expected 401)"
     if url.startswith(RQ_TOKEN_VIEWS):
         return None if status in (401, 405) else f"{status} (expected 401)"
     if url.startswith(("/admin/", "/django-rq/")):

@@ -12,7 +12,9 @@ from tests.conftest import BASE_DIR
 
 
 def load_settings(**env: str) -> subprocess.CompletedProcess[str]:
-    environment = {"PATH": "/usr/bin:/bin", "ENV_FILE": "/nonexistent", **env}
+    # With DEBUG off the hosts and origins are required too (tests/test_production_settings.py).
+    required = {"ALLOWED_HOSTS": "jobs.example.com", "CSRF_TRUSTED_ORIGINS": "https://jobs.example.com"}
+    environment = {"PATH": "/usr/bin:/bin", "ENV_FILE": "/nonexistent", **required, **env}
     code = "import queueproject.settings as s; print(s.DATABASES['default']['ENGINE'], s.REDIS_URL, s.DEBUG)"
     return subprocess.run(
         [sys.executable, "-c", code], cwd=BASE_DIR, env=environment, capture_output=True, text=True, timeout=60

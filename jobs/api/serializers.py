@@ -298,13 +298,27 @@ class HealthSerializer(serializers.Serializer):
     warnings = WarningSerializer(many=True, help_text="What an operator should look at now.")
 
 
+class HistorySerializer(serializers.Serializer):
+    """How far back the history goes (`JOBS_RETENTION_*`)."""
+
+    since = serializers.DateTimeField(allow_null=True, help_text="When the oldest job kept was created.")
+    finished_days = serializers.IntegerField(help_text="Days finished jobs are kept after they end (0: for good).")
+    failed_days = serializers.IntegerField(help_text="Days failed, abandoned and lost jobs are kept (0: for good).")
+    canceled_days = serializers.IntegerField(help_text="Days canceled and stopped jobs are kept (0: for good).")
+    keep_last = serializers.IntegerField(help_text="Newest jobs of each type and schedule kept whatever their age.")
+    pruned = serializers.IntegerField(help_text="Jobs pruned from the history that the counts still include.")
+
+
 class JobStatsSerializer(serializers.Serializer):
     queues = serializers.DictField(child=QueueStatsSerializer())
-    totals = serializers.DictField(child=serializers.IntegerField())
+    totals = serializers.DictField(
+        child=serializers.IntegerField(), help_text="Jobs per status, pruned ones included (see history)."
+    )
     paused_queues = serializers.ListField(child=serializers.CharField())
     workers = WorkersSerializer()
     processed = WindowSerializer(help_text="Jobs that finished or failed.")
     failed = WindowSerializer()
+    history = HistorySerializer()
     health = HealthSerializer()
     generated_at = serializers.DateTimeField()
 

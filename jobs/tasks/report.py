@@ -6,8 +6,6 @@ import csv
 import io
 from datetime import datetime, timedelta
 
-from django.core.files.base import ContentFile
-from django.core.files.storage import default_storage
 from django.db.models import Avg, Count, DurationField, ExpressionWrapper, F
 from django.urls import reverse
 from django.utils import timezone
@@ -15,6 +13,7 @@ from pydantic import BaseModel, Field, model_validator
 from rq import get_current_job
 
 from jobs import queues
+from jobs.files import save_job_file
 from jobs.registry import RetryPolicy, job_type
 from jobs.runner import report_progress
 
@@ -68,9 +67,7 @@ def build_report(params: ReportParams) -> dict[str, object]:
     report_progress(80, "writing")
     current = get_current_job()
     name = report_path(current.id if current else timezone.now().strftime("%Y%m%d%H%M%S%f"))
-    if default_storage.exists(name):
-        default_storage.delete(name)
-    stored = default_storage.save(name, ContentFile(buffer.getvalue().encode()))
+    stored = save_job_file(name, buffer.getvalue())  # the configured storage: a local folder or S3
     report_progress(100)
     return {
         "since": since.isoformat(),

@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
             "DEBUG": "false",
             "SECRET_KEY": "chaos-run-secret-key",
             "ALLOWED_HOSTS": "127.0.0.1,localhost",
+            "CSRF_TRUSTED_ORIGINS": "http://127.0.0.1,http://localhost",
+            "TLS_TERMINATED_BY_PROXY": "true",  # plain HTTP on loopback: no redirect to HTTPS
             "DATABASE_URL": f"postgres://postgres@127.0.0.1:{postgres_port}/{database}",
             "DB_POOL": "false",  # gunicorn (tests.fault_servers.Web) sets its own
             "REDIS_URL": f"redis://127.0.0.1:{redis_port}/{REDIS_DB}",
