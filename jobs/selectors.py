@@ -217,8 +217,21 @@ def workers() -> list[dict[str, Any]]:
     `stale` once the key has expired while RQ still lists the worker (it died
     without signing off). Other workers are judged by RQ's own heartbeat.
     """
+    # RQ's Worker raises its client's socket timeout to its own dequeue timeout (minutes): it reads
+    # through a client of its own, or every later request of this process would wait minutes on a
+    # hung Redis instead of answering 503 within seconds.
+    listing = queues.new_redis()
+    try:
+        return _workers(listing)
+    finally:
+        listing.close()
+
+
+def _workers(listing: redis_lib.Redis) -> list[dict[str, Any]]:
+    found = list(RQWorker.all(connection=listing, serializer=queues.SERIALIZER))
+    # ...and the reads below (each worker's current job) keep the queues' timeout.
+    listing.connection_pool.connection_kwargs["socket_timeout"] = settings.REDIS_SOCKET_TIMEOUT
     conn = queues.redis()
-    found = list(RQWorker.all(connection=conn, serializer=queues.SERIALIZER))
     with conn.pipeline(transaction=False) as pipe:
         for worker in found:
             pipe.pttl(alive_key(worker.name))

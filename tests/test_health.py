@@ -13,8 +13,9 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db import OperationalError, connection, connections
 from django.test import override_settings
+from rq.worker import Worker as RQWorker
 
-from jobs import queues
+from jobs import queues, selectors
 from tests.conftest import SilentServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -202,3 +203,17 @@ def test_a_broken_database_connection_is_not_kept(client):
     response = client.get("/readyz")
     assert response.status_code == 200, response.content
     assert _body(response)["checks"]["database"]["ok"] is True
+
+
+def test_listing_the_workers_keeps_web_requests_redis_timeout_at_seconds():
+    """RQ's Worker objects raise their client's socket timeout to their dequeue timeout (minutes): read
+    through the shared client, the statistics view or a metrics scrape would leave every later request of
+    the web process waiting minutes on a hung Redis instead of answering 503 within seconds."""
+    registered = RQWorker([queues.get_queue("default")], name="listed", connection=queues.new_redis())
+    registered.register_birth()
+    try:
+        assert [worker["name"] for worker in selectors.workers()] == ["listed"]
+        shared = queues.redis().connection_pool.connection_kwargs
+        assert shared["socket_timeout"] == settings.REDIS_SOCKET_TIMEOUT
+    finally:
+        registered.register_death()
