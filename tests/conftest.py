@@ -257,3 +257,15 @@ def processes(transactional_db: None, tmp_path: Path) -> Iterator[Processes]:
     procs = Processes(tmp_path)
     yield procs
     procs.stop_all()
+
+
+@pytest.fixture(autouse=True)
+def _shared_redis_timeout_kept() -> Iterator[None]:
+    """A test leaves the shared Redis client's socket timeout as configured: RQ's Worker objects raise
+    their client's to minutes (tests read RQ's workers through `queues.new_redis()`), and a later test
+    of a hung or late Redis would then wait minutes instead of seconds."""
+    yield
+    kwargs = queues.redis().connection_pool.connection_kwargs
+    assert kwargs.get("socket_timeout") == settings.REDIS_SOCKET_TIMEOUT, (
+        f"the test left the shared Redis client's socket timeout at {kwargs.get('socket_timeout')} s"
+    )

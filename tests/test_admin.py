@@ -610,7 +610,7 @@ def test_the_admin_index_links_the_statistics(viewer):
 
 
 def register_worker(name: str, queue_names: list[str], *, product: bool) -> None:
-    worker = RQWorker([queues.get_queue(q) for q in queue_names], name=name, connection=queues.redis())
+    worker = RQWorker([queues.get_queue(q) for q in queue_names], name=name, connection=queues.new_redis())
     worker.register_birth()
     if product:
         queues.redis().sadd(PRODUCT_WORKERS, name)

@@ -732,7 +732,7 @@ def test_workers_in_two_containers_have_two_names_and_each_probe_judges_its_own(
         pytest.skip("needs unshare --uts (root) to give each worker a host name of its own")
     for host in ("worker-a", "worker-b"):
         processes.wait_until_listening(in_container(processes, host, "rqworker", "--worker-ttl", "20", *QUEUE_NAMES))
-    workers = RQWorker.all(connection=queues.redis())
+    workers = RQWorker.all(connection=queues.new_redis())
     assert sorted(str(w.hostname) for w in workers) == ["worker-a", "worker-b"]
     assert len({w.name for w in workers}) == 2
     names = {w.hostname: w.name for w in workers}

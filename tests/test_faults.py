@@ -420,7 +420,7 @@ def test_a_stop_that_arrives_after_the_jobs_horse_ended_leaves_the_worker_runnin
     `os.getpgid(0)`, the worker's own: the worker died with SIGKILL (found by the chaos run)."""
     worker = processes.worker("default")
     conn = queues.redis()
-    [name] = [w.name for w in RQWorker.all(connection=conn)]
+    [name] = [w.name for w in RQWorker.all(connection=queues.new_redis())]  # RQ's Worker changes its client
     job = services.job_enqueue(type="example", params={"duration": 0})
     wait_for(lambda: refreshed(job).status == JobStatus.FINISHED, 30, message="the job to finish")
 
