@@ -27,7 +27,13 @@ from typing import Any
 
 #: What a process is, by the management command it runs; any other process serves the site.
 WEB, WORKER, SCHEDULER = "web", "worker", "scheduler"
-ROLE_BY_COMMAND = {"rqworker": WORKER, "rqworker-pool": WORKER, "runscheduler": SCHEDULER, "runserver": WEB}
+ROLE_BY_COMMAND = {
+    "rqworker": WORKER,
+    "rqworker-pool": WORKER,
+    "jobs_pool": WORKER,
+    "runscheduler": SCHEDULER,
+    "runserver": WEB,
+}
 
 _job: contextvars.ContextVar[tuple[str, str | None] | None] = contextvars.ContextVar("log_job", default=None)
 _COLOURS = re.compile(r"\x1b\[[0-9;]*m")  # RQ colours its lines when it writes to a terminal

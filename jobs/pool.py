@@ -1,0 +1,487 @@
+"""The pooled worker: jobs run in N long-lived child processes, none forked per job.
+
+`manage.py jobs_pool -n 2 high default low` starts a pool (RQ's own `WorkerPool`, completed
+here). Each child is a full RQ worker of its own (`PoolWorker`: RQ's SimpleWorker with the
+product's mirror), so Redis holds exactly what it holds for `manage.py rqworker`: one worker key
+and heartbeat per child, the queue lists, the job hashes, the started, finished and failed
+registries. `rq info`, django-rq's dashboard and the reconciler read it as they always do. Each
+child forks its mirror process at its start, which drains the history and keeps the child's
+liveness key.
+
+What the pool adds to RQ's:
+
+- **a child is replaced** after it crashed (its job is judged abandoned by the reconciler, and run
+  again where its type allows), after `max_jobs` jobs (± 10 %, so that children do not all leave
+  at once), after a job that put it over `max_memory` MB, and after a job that was interrupted
+  (a timeout, a stop): the others go on meanwhile;
+- **a timeout** interrupts the job in its child (SIGALRM, in the child's main thread); a job that
+  does not stop (a blocking call that ignores signals) is put down by the pool a margin past its
+  timeout: the child is frozen, the failure recorded, the child killed and replaced;
+- **stop** (`services.job_stop`, RQ's stop-job command, which a SimpleWorker ignores) raises
+  `JobStopped` in the job, which ends `stopped`; a job that does not stop within `STOP_GRACE`
+  seconds is put down by the pool, recorded `stopped`;
+- **SIGTERM** (or SIGINT) lets the running jobs finish, then the pool exits 0; a second one more
+  than a second later is a cold stop: the children abandon their jobs (recorded dead at once, so
+  the reconciler judges them within a round) and the pool exits 1;
+- the children die with the pool (a SIGKILLed pool leaves no child running a job unwatched).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from multiprocessing import get_context
+from multiprocessing.process import BaseProcess
+from multiprocessing.sharedctypes import RawArray
+from types import FrameType
+from typing import Any
+
+import rq
+from rq.job import Job as RQJob
+from rq.job import JobStatus as RQStatus
+from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
+from rq.utils import now, utcformat
+from rq.worker import Worker as RQWorker
+from rq.worker_pool import WorkerData, WorkerPool
+from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
+
+from jobs import logs, queues, rqstore
+from jobs.errors import REDIS_ERRORS
+from jobs.mirror import alive_key
+from jobs.worker import PRODUCT_WORKERS, MirrorWorkerMixin, _die_with
+
+log = logging.getLogger(__name__)
+
+#: The signal a child sends itself (from RQ's command thread) to stop the job its main thread runs.
+STOP_SIGNAL = signal.SIGUSR1
+#: Seconds a job may go on after it was asked to stop before the pool puts its child down.
+STOP_GRACE = 5.0
+#: How often the pool looks at its children (dead ones, overruns, the stop it was asked for).
+CHECK_INTERVAL = 0.2
+#: A child that dies younger than this counts as failing at its start: its respawn waits, longer each time.
+QUICK_DEATH_SECONDS = 2.0
+RESPAWN_BACKOFF_MAX = 5.0
+#: A job id longer than this is not watched by the pool (RQ's own ids are 36 characters).
+SLOT_ID_BYTES = 128
+
+_ForkProcess = get_context("fork").Process
+
+
+def overrun_margin(timeout: float) -> float:
+    """Seconds past its timeout a job may run before the pool kills its child: the job's own
+    alarm comes first; this is for a job that does not stop (between 5 and 60 s)."""
+    return min(60.0, max(5.0, float(timeout)))
+
+
+class JobStopped(BaseException):
+    """Raised in a job asked to stop. A BaseException: a job's `except Exception` does not swallow it."""
+
+
+# --- the child --------------------------------------------------------------------------------
+
+#: The id of the job whose function this process runs now (set around `job.perform()` only).
+_performing: str | None = None
+
+
+class _JobPenalty(UnixSignalDeathPenalty):
+    """RQ's SIGALRM timeout, which also tells this process which job's code runs, for `stop`."""
+
+    def __init__(self, timeout: Any, exception: Any = JobTimeoutException, **kwargs: Any) -> None:
+        super().__init__(timeout, exception, **kwargs)
+        self._job_id = kwargs.get("job_id") if exception is JobTimeoutException else None
+
+    def setup_death_penalty(self) -> None:
+        global _performing
+        super().setup_death_penalty()
+        if self._job_id:
+            _performing = self._job_id
+
+    def cancel_death_penalty(self) -> None:
+        global _performing
+        _performing = None
+        super().cancel_death_penalty()
+
+
+class Slot:
+    """What a child runs, shared with the pool without Redis: the job id, when it started (epoch
+    seconds), its timeout, and when a stop of it was asked for (0: none)."""
+
+    def __init__(self) -> None:
+        self._job = RawArray(ctypes.c_char, SLOT_ID_BYTES)
+        self._times = RawArray(ctypes.c_double, 3)
+
+    def begin(self, job_id: str, timeout: float) -> None:
+        raw = job_id.encode()
+        if len(raw) >= SLOT_ID_BYTES:
+            return
+        self._times[1] = float(timeout)
+        self._times[2] = 0.0
+        self._times[0] = time.time()
+        self._job.value = raw
+
+    def stop_asked(self) -> None:
+        self._times[2] = time.time()
+
+    def end(self) -> None:
+        self._job.value = b""
+        self._times[0] = self._times[2] = 0.0
+
+    def read(self) -> tuple[str, float, float, float]:
+        return self._job.value.decode(errors="replace"), self._times[0], self._times[1], self._times[2]
+
+
+def rss_mb() -> float:
+    """This process's resident memory now, in MB (its peak where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class PoolWorker(MirrorWorkerMixin, rq.SimpleWorker):
+    """A pool's child: runs jobs in its own process, one after the other, with the mirror.
+
+    Also usable under django-rq's `rqworker-pool --worker-class jobs.pool.PoolWorker` (stop,
+    timeouts and replacement after an interrupted job work there too; `max_jobs`, the memory
+    limit and the put-down of a job that does not stop need `manage.py jobs_pool`).
+    """
+
+    death_penalty_class = _JobPenalty
+
+    def __init__(self, *args: Any, max_memory_mb: float | None = None, slot: Slot | None = None, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.max_memory_mb = max_memory_mb
+        self._slot = slot
+        self._interrupted = False
+
+    def subscribe(self) -> None:
+        """RQ's command thread, started with the signals the main thread acts on blocked (stops,
+        the timeout's alarm): the kernel hands a signal to any thread that does not block it, and
+        one taken by that thread leaves the main thread in its blocking call (a wait for a job, up
+        to the worker TTL; a job's sleep) without running the handler. Seen: a pool that a SIGTERM
+        did not stop."""
+        signals = {signal.SIGINT, signal.SIGTERM, signal.SIGALRM, STOP_SIGNAL}
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+        try:
+            super().subscribe()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+    def _install_signal_handlers(self) -> None:
+        super()._install_signal_handlers()
+        signal.signal(STOP_SIGNAL, self._stop_signalled)
+
+    def _stop_signalled(self, signum: int, frame: FrameType | None) -> None:
+        job_id = _performing
+        if job_id is not None and job_id == self._stopped_job_id:
+            raise JobStopped("Job stopped by user")
+
+    def kill_horse(self, *args: Any, **kwargs: Any) -> None:
+        """RQ's stop-job command (in RQ's command thread) kills the horse; here, the job's code is
+        interrupted in the main thread, and ends `stopped`. Nothing happens between jobs."""
+        job_id = _performing
+        if job_id is None or job_id != self._stopped_job_id:
+            return
+        if self._slot is not None:
+            self._slot.stop_asked()
+        os.kill(os.getpid(), STOP_SIGNAL)
+
+    def execute_job(self, job: RQJob, queue: rq.Queue) -> None:
+        self._interrupted = False
+        if self._slot is not None:
+            self._slot.begin(job.id, job.timeout or rq.Queue.DEFAULT_TIMEOUT)
+        try:
+            super().execute_job(job, queue)
+        finally:
+            if self._slot is not None:
+                self._slot.end()
+        self._leave_if_spent()
+
+    def handle_job_failure(
+        self, job: RQJob, queue: rq.Queue, started_job_registry: Any = None, exc_string: str = ""
+    ) -> None:
+        if self._stopped_job_id == job.id or "JobTimeoutException" in exc_string:
+            self._interrupted = True  # its job was cut short: whatever it left behind goes with this process
+        super().handle_job_failure(job, queue, started_job_registry=started_job_registry, exc_string=exc_string)
+
+    def _leave_if_spent(self) -> None:
+        reason = ""
+        if self._interrupted:
+            reason = "its job was interrupted"
+        elif self.max_memory_mb:
+            used = rss_mb()
+            if used > self.max_memory_mb:
+                reason = f"it uses {used:.0f} MB (limit {self.max_memory_mb:.0f} MB)"
+        if reason:
+            log.info("worker %s leaves the pool: %s", self.name, reason)
+            self._stop_requested = True  # RQ's loop stops before the next job; the pool replaces it
+
+    def request_force_stop(self, signum: int, frame: FrameType | None) -> None:
+        """Cold stop: the job is abandoned, this worker recorded dead at once (so the reconciler
+        judges its job within a round, and runs it again where its type allows), and the process exits."""
+        asked = self._shutdown_requested_date
+        if asked is not None and now() - asked < timedelta(seconds=1):
+            return  # the same stop, delivered twice (by the pool and to the process group)
+        log.warning("worker %s: cold shut down; job %s abandoned", self.name, self.get_current_job_id_safe())
+        with contextlib.suppress(Exception):
+            if self._mirror is not None:
+                self._mirror.stop(timeout=5.0)
+        with contextlib.suppress(Exception):
+            self.connection.srem(PRODUCT_WORKERS, self.name)
+            self.register_death()
+        os._exit(1)
+
+    def get_current_job_id_safe(self) -> str | None:
+        return _performing or (self._slot.read()[0] if self._slot is not None else None) or None
+
+
+@dataclass
+class ChildOptions:
+    worker_ttl: int
+    max_jobs: int | None
+    max_memory_mb: float | None
+    logging_level: str
+
+
+def _run_child(name: str, queue_names: list[str], pool_pid: int, slot: Slot, options: ChildOptions) -> None:
+    """A child's life: a PoolWorker serving the queues until it is spent or asked to stop."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the pool's handlers until the worker sets its own
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    _die_with(pool_pid)
+    from django.db import connections
+
+    connections.close_all()
+    queues.reset()  # connections of this process's own
+    max_jobs = options.max_jobs
+    if max_jobs:
+        max_jobs += random.randint(0, max_jobs // 10)
+    worker = PoolWorker(
+        [queues.get_queue(queue_name) for queue_name in queue_names],
+        name=name,
+        connection=queues.redis(),
+        worker_ttl=options.worker_ttl,
+        max_memory_mb=options.max_memory_mb,
+        slot=slot,
+    )
+    worker.work(max_jobs=max_jobs, logging_level=options.logging_level)
+
+
+# --- the pool ---------------------------------------------------------------------------------
+
+
+class Pool(WorkerPool):
+    """RQ's WorkerPool of `PoolWorker` children, with replacement, the watch over jobs that do not
+    stop, and warm and cold stops."""
+
+    def __init__(
+        self,
+        queue_names: list[str],
+        *,
+        num_workers: int,
+        max_jobs: int | None = None,
+        max_memory_mb: float | None = None,
+        worker_ttl: int = 420,
+    ):
+        super().__init__(
+            queue_names,
+            connection=queues.redis(),
+            num_workers=num_workers,
+            worker_class=PoolWorker,
+            serializer=queues.SERIALIZER,
+            job_class=rqstore.MirroredJob,
+        )
+        self.log = log
+        self.options = ChildOptions(worker_ttl, max_jobs, max_memory_mb, "INFO")
+        self._slots: dict[str, Slot] = {}
+        self._born: dict[str, float] = {}
+        self._quick_deaths = 0
+        self._respawn_at = 0.0
+        self._stop_asked_at = 0.0
+        self._cold = False
+        self._cold_sent = False
+
+    # -- children --
+
+    def get_worker_process(self, name: str, burst: bool, _sleep: float = 0, logging_level: str = "INFO") -> BaseProcess:
+        slot = self._slots[name] = Slot()
+        self._born[name] = time.monotonic()
+        return _ForkProcess(
+            target=_run_child,
+            args=(name, self._queue_names, os.getpid(), slot, self.options),
+            name=f"rq:pool-worker:{name}",
+        )
+
+    def reap_workers(self) -> None:
+        """RQ's waits 0.1 s for each child; this only looks."""
+        for data in list(self.worker_dict.values()):
+            if not data.process.is_alive():
+                self.handle_dead_worker(data)
+
+    def handle_dead_worker(self, worker_data: WorkerData) -> None:
+        super().handle_dead_worker(worker_data)
+        name, code = worker_data.name, worker_data.process.exitcode
+        self._slots.pop(name, None)
+        lived = time.monotonic() - self._born.pop(name, time.monotonic())
+        self._bury(name)
+        if code == 0:
+            log.info("pool %s: worker %s (pid %s) left", self.name, name, worker_data.pid)
+            self._quick_deaths = 0
+            return
+        how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        log.warning(
+            "pool %s: worker %s (pid %s) died (%s); a job it was running is judged by the reconciler",
+            self.name,
+            name,
+            worker_data.pid,
+            how,
+        )
+        if lived < QUICK_DEATH_SECONDS and self.status != self.Status.STOPPED:
+            self._quick_deaths += 1
+            wait = min(RESPAWN_BACKOFF_MAX, 0.25 * 2**self._quick_deaths)
+            self._respawn_at = time.monotonic() + wait
+        else:
+            self._quick_deaths = 0
+
+    def _bury(self, name: str) -> None:
+        """Record a child dead in Redis at once: off RQ's worker sets (rq info, the dashboard), its
+        key marked with its death, off the product's workers, its liveness key gone."""
+        key = RQWorker.redis_worker_namespace_prefix + name
+        try:
+            with self.connection.pipeline() as pipe:
+                pipe.srem(REDIS_WORKER_KEYS, key)
+                for queue_name in self._queue_names:
+                    pipe.srem(WORKERS_BY_QUEUE_KEY % queue_name, key)
+                pipe.hset(key, "death", utcformat(now()))
+                pipe.expire(key, 60)
+                pipe.srem(PRODUCT_WORKERS, name)
+                pipe.delete(alive_key(name))
+                pipe.execute()
+        except REDIS_ERRORS as exc:
+            log.warning("pool %s: could not record worker %s dead (%s)", self.name, name, exc)
+
+    def _respawn(self, burst: bool, logging_level: str) -> None:
+        if time.monotonic() < self._respawn_at:
+            return
+        for _ in range(self.num_workers - len(self.worker_dict)):
+            self.start_worker(burst=burst, logging_level=logging_level)
+
+    # -- jobs that do not stop --
+
+    def _watch(self) -> None:
+        for data in list(self.worker_dict.values()):
+            slot = self._slots.get(data.name)
+            if slot is None:
+                continue
+            job_id, started, timeout, stop_at = slot.read()
+            if not job_id or not started:
+                continue
+            moment = time.time()
+            if stop_at and moment >= stop_at + STOP_GRACE:
+                self._put_down(data, slot, job_id, stopped=True, timeout=timeout)
+            elif timeout > 0 and moment >= started + timeout + overrun_margin(timeout):
+                self._put_down(data, slot, job_id, stopped=False, timeout=timeout)
+
+    def _put_down(self, data: WorkerData, slot: Slot, job_id: str, *, stopped: bool, timeout: float) -> None:
+        """Freeze the child, record its job's end (stopped, or failed on its timeout), kill the child.
+
+        Frozen, the child can write nothing more, and its mirror still vouches for it: the
+        reconciler cannot judge the job meanwhile, so the end is recorded once."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(data.pid, signal.SIGSTOP)
+        if slot.read()[0] != job_id:  # it finished just now
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(data.pid, signal.SIGCONT)
+            return
+        try:
+            self._record_end(data.name, job_id, stopped=stopped, timeout=timeout)
+        except REDIS_ERRORS as exc:
+            log.warning("pool %s: end of job %s not recorded (%s); the reconciler judges it", self.name, job_id, exc)
+        except Exception:
+            log.exception("pool %s: end of job %s not recorded; the reconciler judges it", self.name, job_id)
+        finally:
+            slot.end()
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(data.pid, signal.SIGKILL)
+
+    def _record_end(self, name: str, job_id: str, *, stopped: bool, timeout: float) -> None:
+        job = rqstore.fetch(job_id)
+        if job is None or job.get_status(refresh=False) != RQStatus.STARTED or job.worker_name != name:
+            return
+        queue = queues.get_queue(job.origin)
+        proxy = PoolWorker([queue], name=name, connection=self.connection)
+        proxy.execution = next((found for found in job.get_executions() if found.worker_name == name), None)
+        if stopped:
+            proxy._stopped_job_id = job_id
+            why = f"Job stopped by user; it did not stop within {STOP_GRACE:.0f} s, and its process was killed"
+            exc_string = f"jobs.pool.JobStopped: {why}"
+        else:
+            exc_string = (
+                f"rq.timeouts.JobTimeoutException: Task exceeded maximum timeout value ({timeout:.0f} seconds); "
+                "it did not stop, and its process was killed"
+            )
+        job.ended_at = now()
+        with logs.job_context(job.id, rqstore.type_name(job)):
+            log.warning("pool %s: worker %s did not stop job %s; killed", self.name, name, job_id)
+            proxy.handle_job_failure(job, queue, exc_string=exc_string)
+
+    # -- stopping --
+
+    def request_stop(self, signum: Any = None, frame: Any = None) -> None:
+        if self.status == self.Status.STOPPED:
+            if time.monotonic() - self._stop_asked_at >= 1.0:
+                self._cold = True  # the loop passes it on to the children
+            return
+        log.info("pool %s: stopping once the running jobs are done (again for a cold stop)", self.name)
+        self.status = self.Status.STOPPED
+        self._stop_asked_at = time.monotonic()
+        self.stop_workers()
+
+    def _pass_cold_stop_on(self) -> None:
+        # A child takes a second signal within a second of the first for the same stop: wait it out.
+        if self._cold_sent or time.monotonic() - self._stop_asked_at < 1.1:
+            return
+        log.warning("pool %s: cold stop; the running jobs are abandoned", self.name)
+        self._cold_sent = True
+        for data in list(self.worker_dict.values()):
+            self.stop_worker(data, sig=signal.SIGTERM)
+
+    def start(self, burst: bool = False, logging_level: str = "INFO") -> int:
+        """Run until stopped; the exit status: 0, or 1 after a cold stop."""
+        self._burst = burst
+        self.options.logging_level = logging_level
+        self.status = self.Status.STARTED
+        self._install_signal_handlers()
+        log.info(
+            "pool %s (pid %s): %s workers on %s", self.name, os.getpid(), self.num_workers, ", ".join(self._queue_names)
+        )
+        self.start_workers(burst=burst, logging_level=logging_level)
+        while True:
+            self.reap_workers()
+            if self.status == self.Status.STOPPED:
+                if self._cold:
+                    self._pass_cold_stop_on()
+                if not self.worker_dict:
+                    break
+            else:
+                self._watch()
+                if burst and not self.worker_dict:
+                    break
+                if not burst:
+                    self._respawn(burst, logging_level)
+            time.sleep(CHECK_INTERVAL)
+        log.info("pool %s: stopped", self.name)
+        return 1 if self._cold else 0
+
+
+__all__ = ["STOP_GRACE", "JobStopped", "Pool", "PoolWorker", "overrun_margin", "rss_mb"]

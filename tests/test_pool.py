@@ -1,0 +1,274 @@
+"""The pooled worker (`manage.py jobs_pool`, jobs/pool.py) on real processes: jobs of every type
+run in long-lived children and reach the history; children are replaced after a crash, a timeout,
+a stop, their memory limit or `--max-jobs`; stops and shutdowns; RQ's own view of the workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import rq
+from rq.registry import FinishedJobRegistry, StartedJobRegistry
+
+from jobs import queues, services
+from jobs.models import Job
+from jobs.statuses import JobStatus
+from tests.conftest import Processes, wait_for
+from tests.helpers import make_user
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+MODULES = "tests.pool_job_types"
+
+
+@pytest.fixture
+def pool_types() -> Iterator[Any]:
+    """Registers the test-only job types of `tests.pool_job_types` in this process, for this test only."""
+    from tests import pool_job_types
+
+    pool_job_types.register()
+    yield pool_job_types
+    pool_job_types.unregister()
+
+
+def start_pool(processes: Processes, *args: str, n: int = 2, **env: str) -> subprocess.Popen[bytes]:
+    process = processes.start("jobs_pool", "-n", str(n), *args, JOBS_MODULES=MODULES, **env)
+    wait_for(lambda: len(live_workers()) == n or process.poll() is not None, 30, message=f"{n} pool workers")
+    assert process.poll() is None, processes.log(process)
+    return process
+
+
+def live_workers() -> list[Any]:
+    """What `rq info` lists: RQ's registered workers."""
+    return rq.Worker.all(connection=queues.new_redis())
+
+
+def worker_names() -> set[str]:
+    return {worker.name for worker in live_workers()}
+
+
+def row(job: Job) -> Job:
+    job.refresh_from_db()
+    return job
+
+
+def ended(job: Job, *statuses: str, timeout: float = 30.0) -> Job:
+    wanted = statuses or (JobStatus.FINISHED,)
+    return wait_for(lambda: row(job).status in wanted and job, timeout, message=f"job {job.pk} {wanted}")
+
+
+def attempts(job: Job) -> list[tuple[int, str, str]]:
+    return [(a.number, a.outcome, a.worker_name) for a in job.attempt_set.order_by("number")]
+
+
+def running(job: Job) -> bool:
+    return row(job).status == JobStatus.STARTED
+
+
+def test_every_built_in_type_runs_in_the_pool_and_is_mirrored(processes, tmp_path):
+    operator = make_user("operator", perms=("view_job", "change_job"))
+    pool = start_pool(processes)
+    example = services.job_enqueue(type="example", params={"duration": 0.6, "steps": 3, "message": "hi"})
+    email = services.job_enqueue(type="email", params={"to": "ada@example.com", "subject": "Hi", "body": "Hello"})
+    report = services.job_enqueue(type="report")
+    target = services.job_enqueue(type="example", params={"duration": 0}, delay_seconds=600)
+    bulk = services.job_enqueue(
+        type="bulk_action", params={"action": "cancel", "filters": {"status": ["scheduled"]}}, user=operator
+    )
+    for job in (example, email, report, bulk):
+        ended(job)
+        assert job.attempts == 1
+        assert job.progress == 100
+        assert attempts(job) == [(1, "finished", job.worker_name)]
+        assert job.worker_name in worker_names()  # a child of the pool, still serving
+    assert example.result["slept"] == 0.6
+    assert "file" in report.result
+    assert row(target).status == JobStatus.CANCELED
+    assert bulk.result["done"] == 1
+    assert pool.poll() is None
+
+
+def test_several_jobs_run_at_once_and_rq_sees_each_child(processes, pool_types):
+    start_pool(processes, n=2)
+    conn = queues.redis()
+    first, second = (services.job_enqueue(type=pool_types.SLEEP, params={"seconds": 3, "steps": 6}) for _ in range(2))
+    wait_for(lambda: running(first) and running(second), 15, message="both jobs running")
+    # What `rq info` and django-rq's dashboard read: two busy workers, two started jobs.
+    workers = live_workers()
+    assert len(workers) == 2
+    assert {worker.get_state() for worker in workers} == {"busy"}
+    assert {worker.get_current_job_id() for worker in workers} == {str(first.pk), str(second.pk)}
+    assert StartedJobRegistry(queues.DEFAULT, connection=conn, serializer=queues.SERIALIZER).count == 2
+    ended(first)
+    ended(second)
+    assert first.worker_name != second.worker_name
+    assert first.result["pid"] != second.result["pid"]
+    assert first.started_at < second.ended_at  # at once
+    assert second.started_at < first.ended_at
+    assert FinishedJobRegistry(queues.DEFAULT, connection=conn).count == 2
+    assert StartedJobRegistry(queues.DEFAULT, connection=conn).count == 0
+    assert {worker.get_state() for worker in live_workers()} == {"idle"}
+    assert sum(worker.successful_job_count for worker in live_workers()) == 2
+
+
+def test_a_crashing_child_is_replaced_and_its_job_judged_by_its_type(processes, pool_types):
+    start_pool(processes)
+    processes.scheduler(JOBS_MODULES=MODULES)
+    before = worker_names()
+    retried = services.job_enqueue(type=pool_types.CRASH)
+    never_twice = services.job_enqueue(type=pool_types.CRASH_ONCE)
+    created = time.monotonic()
+    # Abandoned by the reconciler once the dead child's liveness is gone (6 s + a 2 s round).
+    ended(retried, timeout=30)
+    assert [(number, outcome) for number, outcome, _ in attempts(retried)] == [(1, "abandoned"), (2, "finished")]
+    ended(never_twice, JobStatus.ABANDONED, timeout=30)
+    print(f"crashed job abandoned {time.monotonic() - created:.1f}s after its creation")
+    assert [(number, outcome) for number, outcome, _ in attempts(never_twice)] == [(1, "abandoned")]
+    # Both crashed children were replaced; the pool goes on.
+    wait_for(lambda: len(live_workers()) == 2, 10, message="two workers again")
+    assert not {name for _, _, name in attempts(never_twice)} & worker_names()
+    assert len(worker_names() - before) >= 2
+    after = services.job_enqueue(type=pool_types.SLEEP)
+    ended(after)
+
+
+def test_a_job_over_its_timeout_fails_and_only_its_child_is_replaced(processes, pool_types):
+    start_pool(processes)
+    slow = services.job_enqueue(type=pool_types.SLOW)
+    wait_for(lambda: running(slow), 15, message="the slow job to start")
+    other = services.job_enqueue(type=pool_types.SLEEP, params={"seconds": 4, "steps": 4})
+    wait_for(lambda: running(other), 15, message="the other job to start")
+    ended(slow, JobStatus.FAILED, timeout=15)
+    print(f"timed out after {(slow.ended_at - slow.started_at).total_seconds():.2f}s")
+    assert slow.error == "rq.timeouts.JobTimeoutException: Task exceeded maximum timeout value (2 seconds)"
+    assert (slow.ended_at - slow.started_at).total_seconds() < 4
+    ended(other)  # the other child went on with its job
+    assert other.worker_name != slow.worker_name
+    wait_for(lambda: len(live_workers()) == 2 and slow.worker_name not in worker_names(), 10, message="a new child")
+    assert other.worker_name in worker_names()
+
+
+def test_a_job_that_ignores_its_timeout_or_a_stop_is_put_down_by_the_pool(processes, pool_types):
+    from jobs.pool import STOP_GRACE, overrun_margin
+
+    start_pool(processes)
+    timed_out = services.job_enqueue(type=pool_types.STUCK)
+    stopped = services.job_enqueue(type=pool_types.STUCK)
+    wait_for(lambda: running(timed_out) and running(stopped), 15, message="both stuck jobs running")
+    asked = time.monotonic()
+    services.job_stop(job=stopped)
+    ended(stopped, JobStatus.STOPPED, timeout=STOP_GRACE + 10)
+    print(f"stuck job stopped {time.monotonic() - asked:.1f}s after the stop")
+    assert time.monotonic() - asked >= STOP_GRACE - 0.5
+    assert "did not stop" in stopped.error
+    ended(timed_out, JobStatus.FAILED, timeout=pool_types.TIMEOUT_SECONDS + overrun_margin(2) + 10)
+    print(f"stuck job failed {(timed_out.ended_at - timed_out.started_at).total_seconds():.1f}s after its start")
+    assert "Task exceeded maximum timeout value (2 seconds)" in timed_out.error
+    assert "its process was killed" in timed_out.error
+    assert [outcome for _, outcome, _ in attempts(timed_out)] == ["failed"]
+    put_down = {timed_out.worker_name, stopped.worker_name}
+    wait_for(lambda: len(live_workers()) == 2 and not put_down & worker_names(), 10, message="two new workers")
+    ended(services.job_enqueue(type=pool_types.SLEEP))
+
+
+def test_stop_ends_one_job_among_several(processes, pool_types):
+    start_pool(processes)
+    kept = services.job_enqueue(type=pool_types.SLEEP, params={"seconds": 4, "steps": 8})
+    target = services.job_enqueue(type=pool_types.SLEEP, params={"seconds": 30, "steps": 60})
+    wait_for(lambda: running(kept) and running(target), 15, message="both jobs running")
+    asked = time.monotonic()
+    services.job_stop(job=target)
+    ended(target, JobStatus.STOPPED, timeout=10)
+    print(f"stopped {time.monotonic() - asked:.2f}s after the stop")
+    assert time.monotonic() - asked < 3
+    assert [outcome for _, outcome, _ in attempts(target)] == ["stopped"]
+    assert row(kept).status == JobStatus.STARTED  # the other job runs on
+    ended(kept)
+    assert kept.attempts == 1
+
+
+def test_a_child_over_its_memory_limit_is_replaced_after_its_job(processes, pool_types):
+    start_pool(processes, "--max-memory", "250", n=1)
+    (name,) = worker_names()
+    big = services.job_enqueue(type=pool_types.MEMORY, params={"mb": 300})
+    ended(big)
+    assert big.result["kept_mb"] == 300  # its job ended normally first
+    wait_for(lambda: worker_names() and name not in worker_names(), 15, message="the child to be replaced")
+    small = services.job_enqueue(type=pool_types.MEMORY, params={"mb": 1})
+    ended(small)
+    assert small.worker_name != name
+    assert small.result["pid"] != big.result["pid"]
+    assert small.worker_name in worker_names()  # a small job leaves the new child in place
+
+
+def test_max_jobs_replaces_a_child_after_that_many_jobs(processes, pool_types):
+    start_pool(processes, "--max-jobs", "2", n=1)
+    jobs = [services.job_enqueue(type=pool_types.SLEEP) for _ in range(6)]
+    for job in jobs:
+        ended(job)
+    pids = [job.result["pid"] for job in jobs]
+    assert pids[0] == pids[1] != pids[2] == pids[3] != pids[4] == pids[5]
+    assert len({job.worker_name for job in jobs}) == 3
+
+
+def test_sigterm_lets_the_running_jobs_finish(processes, pool_types):
+    pool = start_pool(processes)
+    first, second = (services.job_enqueue(type=pool_types.SLEEP, params={"seconds": 3, "steps": 3}) for _ in range(2))
+    queued = services.job_enqueue(type=pool_types.SLEEP)
+    wait_for(lambda: running(first) and running(second), 15, message="both jobs running")
+    pool.send_signal(signal.SIGTERM)
+    assert pool.wait(timeout=20) == 0
+    for job in (first, second):
+        assert row(job).status == JobStatus.FINISHED  # in the history before the pool exited
+        assert job.attempts == 1
+    assert row(queued).status == JobStatus.QUEUED  # not started: left for the next worker
+    assert live_workers() == []
+
+
+def test_a_cold_stop_abandons_the_running_jobs(processes, pool_types):
+    pool = start_pool(processes)
+    processes.scheduler(JOBS_MODULES=MODULES)
+    retried = services.job_enqueue(type=pool_types.SLEEP, params={"seconds": 15, "steps": 15})
+    never_twice = services.job_enqueue(type=pool_types.SLEEP_ONCE, params={"seconds": 15, "steps": 15})
+    wait_for(lambda: running(retried) and running(never_twice), 15, message="both jobs running")
+    pool.send_signal(signal.SIGTERM)
+    time.sleep(1.5)
+    pool.send_signal(signal.SIGTERM)
+    stopped_at = time.monotonic()
+    assert pool.wait(timeout=15) == 1
+    assert live_workers() == []
+    # Recorded dead at once: judged at the next round once the run is older than JOBS_WORKER_DEAD_AFTER.
+    wait_for(lambda: row(never_twice).status == JobStatus.ABANDONED, 20, message="abandoned")
+    print(f"abandoned {time.monotonic() - stopped_at:.1f}s after the cold stop")
+    assert time.monotonic() - stopped_at < 15
+    assert wait_for(lambda: row(retried).status == JobStatus.QUEUED, 10, message="queued again")
+    start_pool(processes)
+    ended(retried, timeout=90)
+    assert [outcome for _, outcome, _ in attempts(retried)] == ["abandoned", "finished"]
+    assert row(never_twice).attempts == 1
+
+
+def test_a_sigkilled_pool_leaves_its_jobs_to_the_reconciler(processes, pool_types):
+    pool = start_pool(processes)
+    processes.scheduler(JOBS_MODULES=MODULES)
+    retried = services.job_enqueue(type=pool_types.SLEEP, params={"seconds": 15, "steps": 15})
+    never_twice = services.job_enqueue(type=pool_types.SLEEP_ONCE, params={"seconds": 15, "steps": 15})
+    wait_for(lambda: running(retried) and running(never_twice), 15, message="both jobs running")
+    time.sleep(2)
+    os.killpg(pool.pid, signal.SIGKILL)  # the pool, its children and their mirrors
+    killed = time.monotonic()
+    pool.wait(timeout=5)
+    wait_for(lambda: row(never_twice).status == JobStatus.ABANDONED, 25, message="abandoned")
+    # Within JOBS_WORKER_DEAD_AFTER (6) + a reconciler round (2), with room for a busy machine.
+    print(f"abandoned {time.monotonic() - killed:.1f}s after the SIGKILL")
+    assert time.monotonic() - killed < 15
+    assert wait_for(lambda: row(retried).status == JobStatus.QUEUED, 10, message="queued again")
+    start_pool(processes)
+    ended(retried, timeout=90)
+    assert [outcome for _, outcome, _ in attempts(retried)] == ["abandoned", "finished"]
+    assert [outcome for _, outcome, _ in attempts(never_twice)] == ["abandoned"]
