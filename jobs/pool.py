@@ -209,11 +209,13 @@ class PoolWorker(MirrorWorkerMixin, rq.SimpleWorker):
         self._leave_if_spent()
 
     def handle_job_failure(
-        self, job: RQJob, queue: rq.Queue, started_job_registry: Any = None, exc_string: str = ""
+        self, job: RQJob, queue: rq.Queue, started_job_registry: Any = None, exc_string: str = "", execution: Any = None
     ) -> None:
         if self._stopped_job_id == job.id or "JobTimeoutException" in exc_string:
             self._interrupted = True  # its job was cut short: whatever it left behind goes with this process
-        super().handle_job_failure(job, queue, started_job_registry=started_job_registry, exc_string=exc_string)
+        super().handle_job_failure(
+            job, queue, started_job_registry=started_job_registry, exc_string=exc_string, execution=execution
+        )
 
     def _leave_if_spent(self) -> None:
         reason = ""

@@ -31,7 +31,7 @@ from redis import Redis
 from rq.job import Job as RQJob
 from rq.worker import Worker as RQWorker
 
-from jobs import events, logs, queues, rqstore, services
+from jobs import events, logs, queues, rqcompat, rqstore, services
 from jobs.mirror import Drainer, consumers, oldest_unapplied_ms
 from jobs.models import Job
 from jobs.statuses import ACTIVE, JobStatus
@@ -187,7 +187,7 @@ class Adrift:
             return {}
         with self.conn.pipeline(transaction=False) as pipe:
             for _, member in members:
-                pipe.hget(f"rq:execution:{member}", "worker_name")
+                pipe.hget(rqcompat.execution_key(member), "worker_name")
             names: Any = pipe.execute()
         holders: dict[str, list[str]] = {}
         for (job_id, _), name in zip(members, names, strict=True):

@@ -199,7 +199,7 @@ def queue_health() -> dict[str, dict[str, Any]]:
         }
     with conn.pipeline(transaction=False) as pipe:
         for job_id in oldest_ids:
-            pipe.hget(f"rq:job:{job_id}", "enqueued_at") if job_id else pipe.echo("")
+            pipe.hget(rqstore.MirroredJob.key_for(job_id), "enqueued_at") if job_id else pipe.echo("")
         enqueued: Any = pipe.execute()
     for name, raw in zip(queues.QUEUE_NAMES, enqueued, strict=True):
         if raw:

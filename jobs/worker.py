@@ -35,7 +35,7 @@ from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
 from rq.worker import WorkerStatus
 
-from jobs import events, logs, queues, rqstore
+from jobs import events, logs, queues, rqcompat, rqstore
 from jobs.errors import REDIS_ERRORS
 from jobs.mirror import MirrorProcess, alive_key
 from jobs.rqstore import MirroredJob
@@ -88,8 +88,16 @@ class MirrorWorkerMixin:
 
     # --- transitions ----------------------------------------------------------
 
+    def prepare_execution(self, job: RQJob) -> Any:
+        """RQ's; the execution is kept for an end recorded after Redis came back (RQ 3 passes it
+        to the hooks rather than keep it on the worker)."""
+        self._execution_in_hand = super().prepare_execution(job)  # type: ignore[misc]
+        return self._execution_in_hand
+
+    _execution_in_hand: Any = None
+
     def handle_job_failure(
-        self, job: RQJob, queue: rq.Queue, started_job_registry: Any = None, exc_string: str = ""
+        self, job: RQJob, queue: rq.Queue, started_job_registry: Any = None, exc_string: str = "", execution: Any = None
     ) -> None:
         stopped = self._stopped_job_id == job.id
         if not stopped and exc_string.startswith(OUTCOME_UNKNOWN):
@@ -100,15 +108,34 @@ class MirrorWorkerMixin:
                 job.no_retry = True
         # RQ forgets both facts before it cleans the execution up, where the event is written.
         self._failure = (exc_string, stopped)
+        self._failure_recorded = False
         try:
-            super().handle_job_failure(job, queue, started_job_registry=started_job_registry, exc_string=exc_string)  # type: ignore[misc]
+            super().handle_job_failure(  # type: ignore[misc]
+                job,
+                queue,
+                started_job_registry=started_job_registry,
+                exc_string=exc_string,
+                **rqcompat.execution_kwargs(execution),
+            )
         finally:
             self._failure = None
+        if rqcompat.RQ3 and not self._failure_recorded:
+            # RQ logs a failure Redis refused and goes on (RQ 3 writes it in one pipeline): the job
+            # would stay started in Redis, and its row too, under a live worker. Raised, the end is
+            # recorded once Redis is back (`_settle`; in a work horse, by its worker, as its death).
+            raise redis_lib.ConnectionError(f"the failure of job {job.id} could not be recorded")
 
-    def cleanup_execution(self, job: RQJob, pipeline: Pipeline) -> None:
+    _failure_recorded = False
+
+    def _release_slot_safely(self, job: RQJob) -> None:
+        """RQ 3's; it runs once a job's failure is recorded, and only then."""
+        self._failure_recorded = True
+        super()._release_slot_safely(job)  # type: ignore[misc]
+
+    def cleanup_execution(self, job: RQJob, pipeline: Pipeline, execution: Any = None) -> None:
         """Runs inside the pipeline that records every end of a job (success, failure, stop)."""
         self._emit_end(job, pipeline)
-        super().cleanup_execution(job, pipeline)  # type: ignore[misc]
+        super().cleanup_execution(job, pipeline, **rqcompat.execution_kwargs(execution))  # type: ignore[misc]
 
     def _emit_end(self, job: RQJob, pipeline: Pipeline) -> None:
         attempt = events.attempt_number(job)
@@ -181,7 +208,7 @@ class MirrorWorkerMixin:
                 return  # asked to stop meanwhile
             try:
                 if getattr(self, "_horse_pid", 0):
-                    self.monitor_work_horse(job, queue)  # type: ignore[attr-defined]
+                    self.monitor_work_horse(job, queue, **rqcompat.execution_kwargs(self._execution_in_hand))  # type: ignore[attr-defined]
                 self._settle(job, queue)
                 self.set_state(WorkerStatus.IDLE)  # type: ignore[attr-defined]
                 return
@@ -227,7 +254,9 @@ class MirrorWorkerMixin:
         except InvalidJobOperation:
             return  # Redis forgot the job (a restart): the reconciler judges its row
         if rq_status == RQStatus.STARTED:
-            self.handle_job_failure(job, queue, exc_string=END_NOT_RECORDED)
+            self.handle_job_failure(
+                job, queue, exc_string=END_NOT_RECORDED, **rqcompat.execution_kwargs(self._execution_in_hand)
+            )
 
     def kill_horse(self, *args: Any, **kwargs: Any) -> None:
         """RQ's, but never without a horse: RQ kills the group of `os.getpgid(horse_pid)`, and with no
@@ -247,13 +276,14 @@ class MirrorWorkerMixin:
                 raise
             log.warning("worker %s: heartbeat not written, Redis unavailable (%s)", self.name, exc)
 
-    def maintain_heartbeats(self, job: RQJob) -> None:
+    def maintain_heartbeats(self, job: RQJob, execution: Any = None) -> None:
         try:
-            super().maintain_heartbeats(job)  # type: ignore[misc]
+            super().maintain_heartbeats(job, **rqcompat.execution_kwargs(execution))  # type: ignore[misc]
         except REDIS_ERRORS as exc:
             log.warning("worker %s: heartbeat of job %s not written (%s)", self.name, job.id, exc)
 
     def set_current_job_working_time(self, working_time: float, pipeline: Pipeline | None = None) -> None:
+        """RQ 2.x's (RQ 3 writes no working time to the worker's hash)."""
         try:
             super().set_current_job_working_time(working_time, pipeline=pipeline)  # type: ignore[misc]
         except REDIS_ERRORS as exc:

@@ -33,7 +33,7 @@ from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
 from rq.worker import Worker as RQWorker
 
-from jobs import events, queues, registry, services
+from jobs import events, queues, registry, rqcompat, services
 from jobs import sql as sql_module
 from jobs.errors import ActionNotAllowed, QueueUnavailable
 from jobs.mirror import apply_events
@@ -414,6 +414,23 @@ def test_it_lets_the_running_job_finish_when_its_worker_is_asked_to_stop(process
     assert rq_status(job) == RQStatus.FINISHED
 
 
+def names_the_job(conn: Any, worker_name: str, job_id: str | None) -> None:
+    """Make Redis say that the worker runs the job (None: no job), where RQ reads it: the worker
+    hash's `current_job` (RQ 2.x), the worker's set of executions and their hashes (RQ 3)."""
+    if not rqcompat.RQ3:
+        key = RQWorker.redis_worker_namespace_prefix + worker_name
+        conn.hset(key, "current_job", job_id) if job_id else conn.hdel(key, "current_job")
+        return
+    if job_id is None:
+        conn.delete(rqcompat.worker_executions_key(worker_name))
+        return
+    member = f"{job_id}:e1"
+    now = time.time()
+    fields = {"id": "e1", "job_id": job_id, "created_at": now, "last_heartbeat": now, "worker_name": worker_name}
+    conn.hset(rqcompat.execution_key(member), mapping=fields)
+    conn.sadd(rqcompat.worker_executions_key(worker_name), member)
+
+
 def test_a_stop_that_arrives_after_the_jobs_horse_ended_leaves_the_worker_running(processes):
     """The worker's hash can still name a job whose horse has ended (Redis was away when it ended, so
     its end is not recorded yet): a stop of that job then finds no horse to kill. RQ kills the group of
@@ -424,13 +441,13 @@ def test_a_stop_that_arrives_after_the_jobs_horse_ended_leaves_the_worker_runnin
     job = services.job_enqueue(type="example", params={"duration": 0})
     wait_for(lambda: refreshed(job).status == JobStatus.FINISHED, 30, message="the job to finish")
 
-    conn.hset(RQWorker.redis_worker_namespace_prefix + name, "current_job", job.rq_id)
+    names_the_job(conn, name, job.rq_id)
     send_command(conn, name, "stop-job", job_id=job.rq_id)
     time.sleep(2)  # the worker's command thread acts on it within milliseconds
     assert worker.poll() is None, f"the worker exited ({worker.returncode}):\n{processes.log(worker)}"
 
     # ...and it goes on taking jobs.
-    conn.hdel(RQWorker.redis_worker_namespace_prefix + name, "current_job")
+    names_the_job(conn, name, None)
     after = services.job_enqueue(type="example", params={"duration": 0})
     wait_for(lambda: refreshed(after).status == JobStatus.FINISHED, 30, message="the next job to finish")
 

@@ -1,0 +1,71 @@
+"""The worker on either RQ major (2.12, 3.x): what RQ 3 changed and the product adapts to (`jobs.rqcompat`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis
+
+from jobs import mirror, queues, rqcompat, rqstore, services
+from jobs.models import Job
+from jobs.statuses import AttemptOutcome, JobStatus
+from jobs.worker import END_NOT_RECORDED, SimpleWorker
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def drain(conn: Any) -> None:
+    drainer = mirror.Drainer(conn, "test")
+    drainer.ensure_group()
+    while drainer.drain_once():
+        pass
+
+
+def test_a_failure_redis_refused_to_record_is_recorded_once_redis_answers(monkeypatch):
+    """RQ logs a failure its pipeline could not write and goes on (RQ 3 writes it all in one pipeline):
+    the job stayed started in Redis and in the history, under a worker that lives on, and nothing
+    ever judged it."""
+    conn = queues.new_redis()  # RQ's Worker raises its client's socket timeout: not the shared one
+    job = services.job_enqueue(type="example", params={"duration": 0, "fail": True})
+    worker = SimpleWorker([queues.get_queue(name) for name in queues.QUEUE_NAMES], connection=conn)
+    taken = worker.dequeue_job_and_maintain_ttl(None)
+    assert taken is not None
+    rq_job, queue = taken
+    assert rq_job.id == job.rq_id
+    # Its last attempt (RQ writes the status of a retry with a delay outside the pipeline, in both majors).
+    rq_job.retries_left = None
+
+    refused: list[bool] = []
+    count = worker.increment_failed_job_count
+
+    def refuse_once(pipeline: Any = None) -> None:
+        # RQ adds this to the pipeline that records the failure: that pipeline is refused once,
+        # as by a Redis going away at that moment.
+        if pipeline is not None and not refused:
+
+            def execute(*args: Any, **kwargs: Any) -> Any:
+                pipeline.reset()
+                refused.append(True)
+                raise redis.ConnectionError("Redis went away")
+
+            pipeline.execute = execute
+        count(pipeline)
+
+    monkeypatch.setattr(worker, "increment_failed_job_count", refuse_once)
+    worker.execute_job(rq_job, queue)
+
+    assert refused
+    assert rqstore.status(job.rq_id) == "failed"
+    drain(conn)
+    row = Job.objects.get(pk=job.pk)
+    assert row.status == JobStatus.FAILED
+    [first, *_] = row.attempt_set.order_by("number")
+    assert first.outcome == AttemptOutcome.FAILED
+    # RQ 2.x had written the failure itself before the refused part of its pipeline.
+    assert END_NOT_RECORDED in first.error if rqcompat.RQ3 else first.error
+
+
+def test_the_keys_follow_rqs_prefix():
+    assert rqcompat.execution_key("j:e") == f"{rqcompat.KEY_PREFIX}:execution:j:e"
+    assert rqstore.MirroredJob.key_for("j").startswith(f"{rqcompat.KEY_PREFIX}:job:")
