@@ -100,6 +100,11 @@ class MirrorWorkerMixin:
         self, job: RQJob, queue: rq.Queue, started_job_registry: Any = None, exc_string: str = "", execution: Any = None
     ) -> None:
         stopped = self._stopped_job_id == job.id
+        if stopped and _status_now(job) == RQStatus.FINISHED:
+            # The stop came as the job ended: its horse had written the job's end before it was
+            # killed. RQ would record the stop on top of the finish; the job finished.
+            log.info("job %s finished before its stop took effect", job.id)
+            return
         if not stopped and exc_string.startswith(OUTCOME_UNKNOWN):
             # The run was cut short (its horse killed, by the out-of-memory killer say) and may have
             # done its work: run again only where the type allows lost work to run again.
@@ -433,6 +438,14 @@ def _die_with(worker_pid: int) -> None:
         _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != worker_pid:  # the worker died before prctl took effect
         os._exit(1)
+
+
+def _status_now(job: RQJob) -> RQStatus | None:
+    """The job's status as Redis has it now (None: Redis forgot the job)."""
+    try:
+        return job.get_status(refresh=True)
+    except InvalidJobOperation:
+        return None
 
 
 class SimpleWorker(MirrorWorkerMixin, rq.SimpleWorker):

@@ -622,7 +622,7 @@ def test_an_idle_worker_is_alive_a_frozen_or_killed_one_is_not(processes: Proces
     # Idle for longer than the threshold and than its mirror's key lives (JOBS_WORKER_DEAD_AFTER).
     answers = stays(processes, 15, "worker", JOBS_ALIVE_THRESHOLD=THRESHOLD)
     (name,) = {re.match(r"alive: worker (\S+) beat", line).group(1) for line in answers}  # type: ignore[union-attr]
-    assert RQWorker.find_by_key(RQWorker.redis_worker_namespace_prefix + name, connection=queues.redis())
+    assert RQWorker.find_by_key(RQWorker.redis_worker_namespace_prefix + name, connection=queues.new_redis())
 
     os.kill(worker.pid, signal.SIGSTOP)  # frozen: its mirror, a process of its own, still beats
     try:

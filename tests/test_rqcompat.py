@@ -69,3 +69,27 @@ def test_a_failure_redis_refused_to_record_is_recorded_once_redis_answers(monkey
 def test_the_keys_follow_rqs_prefix():
     assert rqcompat.execution_key("j:e") == f"{rqcompat.KEY_PREFIX}:execution:j:e"
     assert rqstore.MirroredJob.key_for("j").startswith(f"{rqcompat.KEY_PREFIX}:job:")
+
+
+def test_a_stop_that_comes_after_the_job_finished_leaves_it_finished():
+    """A stop kills the work horse; a horse that had already written its job's end (finished) as the
+    stop arrived dies all the same, and RQ then records the stop on top of the finish: the history said
+    the job finished and its last attempt was stopped (found by the chaos run)."""
+    conn = queues.new_redis()  # RQ's Worker raises its client's socket timeout: not the shared one
+    job = services.job_enqueue(type="example", params={"duration": 0})
+    worker = SimpleWorker([queues.get_queue(name) for name in queues.QUEUE_NAMES], connection=conn)
+    taken = worker.dequeue_job_and_maintain_ttl(None)
+    assert taken is not None
+    rq_job, queue = taken
+    worker.execute_job(rq_job, queue)
+    assert rqstore.status(job.rq_id) == "finished"
+
+    # What the forking worker does when its horse dies after a stop: RQ's monitor records the stop.
+    worker._stopped_job_id = rq_job.id
+    worker.handle_job_failure(rq_job, queue, exc_string="Job stopped by user, work-horse terminated.")
+
+    drain(conn)
+    row = Job.objects.get(pk=job.pk)
+    assert row.status == JobStatus.FINISHED
+    assert [attempt.outcome for attempt in row.attempt_set.order_by("number")] == [AttemptOutcome.FINISHED]
+    assert rqstore.status(job.rq_id) == "finished"
