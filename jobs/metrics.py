@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from secrets import compare_digest
 from typing import Any
@@ -100,22 +100,14 @@ class HistoryCollector:
     """The history's figures, from counters and rollups only."""
 
     def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily("jobs_database_up", "Whether the database answered this scrape (1) or not (0).")
-        try:
-            families = list(self._families())
-        except DatabaseError as exc:
-            log.warning("metrics: the database is unavailable (%s)", exc)
-            up.add_metric([], 0)
-            yield up
-            return
-        up.add_metric([], 1)
-        yield up
-        yield from families
+        yield from _answered("database", (DatabaseError,), self._families)
 
     def _families(self) -> Iterable[Metric]:
         counts = stats.status_counts()
         by_status = GaugeMetricFamily(
-            "jobs_by_status", "Jobs in the history per queue and status (exact).", labels=["queue", "status"]
+            "jobs_by_status",
+            "Jobs recorded per queue and status (exact; pruned jobs included).",
+            labels=["queue", "status"],
         )
         for queue in sorted(set(queues.QUEUE_NAMES) | set(counts)):
             for status in JobStatus:
@@ -152,23 +144,37 @@ class HistoryCollector:
         yield from (processed, failed, run, wait)
 
 
+def _answered(
+    store: str, errors: tuple[type[BaseException], ...], families: Callable[[], Iterable[Metric]]
+) -> Iterator[Metric]:
+    """`jobs_<store>_up` (1 when `store` answered this scrape, else 0), then the families read from it:
+    all or none, so a scrape never shows half of a store's figures."""
+    up = GaugeMetricFamily(f"jobs_{store}_up", f"Whether {STORE_NAMES[store]} answered this scrape (1) or not (0).")
+    try:
+        read = list(families())
+    except errors as exc:
+        log.warning("metrics: %s is unavailable (%s: %s)", STORE_NAMES[store], type(exc).__name__, exc)
+        up.add_metric([], 0)
+        yield up
+        return
+    up.add_metric([], 1)
+    yield up
+    yield from read
+
+
+STORE_NAMES = {"database": "the database", "redis": "Redis"}
+
+
 class RedisCollector:
     """RQ's gauges (django-rq's collector) and the product's live figures, when Redis answers."""
 
     def collect(self) -> Iterator[Metric]:
-        up = GaugeMetricFamily("jobs_redis_up", "Whether Redis answered this scrape (1) or not (0).")
-        try:
+        def families() -> Iterable[Metric]:
             if not queues.redis().ping():
                 raise redis_lib.ConnectionError("no PONG")
-            families = list(RQCollector().collect()) + list(self._families())
-        except _REDIS_ERRORS as exc:
-            log.warning("metrics: Redis is unavailable (%s: %s)", type(exc).__name__, exc)
-            up.add_metric([], 0)
-            yield up
-            return
-        up.add_metric([], 1)
-        yield up
-        yield from families
+            return [*RQCollector().collect(), *self._families()]
+
+        yield from _answered("redis", _REDIS_ERRORS, families)
 
     def _families(self) -> Iterable[Metric]:
         queue_info = selectors.queue_health()

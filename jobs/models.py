@@ -198,12 +198,10 @@ class JobRunDelta(models.Model):
         return f"{self.type} {self.status} at {self.at:%Y-%m-%d %H:%M}"
 
 
-class JobEndHour(models.Model):
-    """Jobs that ended in each hour, per queue, type and status, with histograms of their run
-    and wait times (milliseconds, in `stats.bucket` buckets): charts and percentiles without
-    reading the history."""
+class RunRollup(models.Model):
+    """Jobs that ended, per queue, type and status, with histograms of their run and wait times
+    (milliseconds, in `stats.bucket` buckets): what `stats.HourRollup` reads and stores."""
 
-    hour = models.DateTimeField()
     queue = models.CharField(max_length=50)
     type = models.CharField(max_length=100)
     status = models.CharField(max_length=16)
@@ -212,6 +210,15 @@ class JobEndHour(models.Model):
     run_hist = models.JSONField(default=dict)
     wait_ms_sum = models.BigIntegerField(default=0)
     wait_hist = models.JSONField(default=dict)
+
+    class Meta:
+        abstract = True
+
+
+class JobEndHour(RunRollup):
+    """Jobs that ended in each hour: charts and percentiles without reading the history."""
+
+    hour = models.DateTimeField()
 
     class Meta:
         constraints = [
@@ -223,19 +230,10 @@ class JobEndHour(models.Model):
         return f"{self.hour:%Y-%m-%d %H:00} {self.queue}/{self.type}/{self.status}: {self.count}"
 
 
-class JobTypeTotal(models.Model):
-    """Every job that ever ended, per queue, type and status, with its run and wait time histograms:
-    `stats.fold()` adds the same `JobRunDelta` rows into it as into `JobEndHour`, and nothing deletes
-    it (neither the rollups' 90 days nor the history's pruning), so the metrics' counters never go down."""
-
-    queue = models.CharField(max_length=50)
-    type = models.CharField(max_length=100)
-    status = models.CharField(max_length=16)
-    count = models.BigIntegerField(default=0)
-    run_ms_sum = models.BigIntegerField(default=0)
-    run_hist = models.JSONField(default=dict)
-    wait_ms_sum = models.BigIntegerField(default=0)
-    wait_hist = models.JSONField(default=dict)
+class JobTypeTotal(RunRollup):
+    """Every job that ever ended: `stats.fold()` adds the same `JobRunDelta` rows into it as into
+    `JobEndHour`, and nothing deletes it (neither the rollups' 90 days nor the history's pruning), so
+    the metrics' counters never go down."""
 
     class Meta:
         constraints = [

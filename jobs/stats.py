@@ -28,7 +28,7 @@ from django.db import transaction
 from django.db.models import Count, F, Sum
 from django.utils import timezone
 
-from jobs.models import JobCount, JobCountDelta, JobEndHour, JobEndMinute, JobRunDelta, JobTypeTotal
+from jobs.models import JobCount, JobCountDelta, JobEndHour, JobEndMinute, JobRunDelta, JobTypeTotal, RunRollup
 from jobs.statuses import JobStatus
 
 #: Statuses counted as "ended" in the per-minute history.
@@ -168,10 +168,6 @@ def _fold_totals(groups: dict[tuple[datetime, str, str, str], HourRollup]) -> No
         row.save()
 
 
-#: A row that holds a rollup: `JobEndHour` (one hour) or `JobTypeTotal` (all time).
-RollupRow = JobEndHour | JobTypeTotal
-
-
 @dataclass
 class HourRollup:
     """Jobs that ended, with the sums and histograms of their run and wait times."""
@@ -189,7 +185,7 @@ class HourRollup:
         self.run.add(run_ms)
         self.wait.add(wait_ms)
 
-    def merge_row(self, row: RollupRow | HourRollup) -> None:
+    def merge_row(self, row: RunRollup | HourRollup) -> None:
         if isinstance(row, HourRollup):
             self.count += row.count
             self.run_ms_sum += row.run_ms_sum
@@ -204,7 +200,7 @@ class HourRollup:
         self.wait.merge(row.wait_hist or {})
 
     @classmethod
-    def merged(cls, *parts: RollupRow | HourRollup | None) -> HourRollup:
+    def merged(cls, *parts: RunRollup | HourRollup | None) -> HourRollup:
         """A new rollup holding all of `parts` (None: nothing)."""
         total = cls()
         for part in parts:
@@ -212,7 +208,7 @@ class HourRollup:
                 total.merge_row(part)
         return total
 
-    def store(self, row: RollupRow) -> None:
+    def store(self, row: RunRollup) -> None:
         row.count = self.count
         row.run_ms_sum = self.run_ms_sum
         row.wait_ms_sum = self.wait_ms_sum
