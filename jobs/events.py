@@ -93,6 +93,13 @@ def seq_after(attempts: int) -> int:
     return attempts * 4 + PHASE[FINISHED]
 
 
+def seq_before_end(attempt: int) -> int:
+    """The sequence past an attempt's start and progress but not its end: what a verdict on a
+    running attempt (abandoned, lost) carries, so that the worker's own end, if it still comes,
+    wins over the verdict."""
+    return attempt * 4 + PHASE[PROGRESS]
+
+
 def decode(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Event | None:
     raw = fields.get(b"e")
     entry = entry_id.decode() if isinstance(entry_id, bytes) else entry_id

@@ -11,12 +11,15 @@ or the scheduler does to the same job:
 - `promote_now`: a delayed job moves from the schedule to its queue, only if it is still scheduled
   (the scheduler and a user promoting at once push it once);
 - `put_back`: a queued job that a worker took off its queue and died with before starting it goes
-  back to the front of its queue, only if it is still queued and on no queue.
+  back to the front of its queue, only if it is still queued and on no queue;
+- `take_back`: the jobs of a creation whose answer was lost leave Redis, only if they still wait
+  (a worker that has already popped one wins: the creation stands, rows and all).
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import time
 import weakref
@@ -285,6 +288,149 @@ def send(pipe: Any, landing: Landing) -> list[Any]:
     return answers
 
 
+#: A transaction sent with `send` whose answer was lost (the connection dropped, or the socket timed
+#: out, after Redis ran EXEC) may have been applied: its jobs are then taken back through a fresh
+#: connection, trying again while this many seconds last (short: the caller waits for them).
+TAKE_BACK_SECONDS = 0.3
+TAKE_BACK_TRIES = 3
+
+#: Run in one step on a transaction's jobs. KEYS: for each queue, its list and its scheduled registry.
+#: ARGV: the job hash key prefix, "all" (take back all or none) or "waiting" (take back whatever
+#: waits), then for each job the index of its queue (1-based) and its id.
+#: A job waits when it is on its queue or in the schedule; it is in a worker's hands when Redis has
+#: it and it waits nowhere (popped, maybe not started yet). With "all", a job in a worker's hands
+#: leaves every job as it is. Returns {taken back, in a worker's hands}.
+#: The queued jobs are looked for from the tail of their list, where the transaction pushed them,
+#: a chunk at a time, and the part of the tail that holds them is written back without them: the
+#: work grows with the jobs and what was pushed after them, not with the whole queue.
+_TAKE_BACK = """
+local prefix, all, chunk_size = ARGV[1], ARGV[2] == 'all', 1000
+local queue_of, wanted, scheduled = {}, {}, {}
+for i = 3, #ARGV, 2 do
+    local q, id = tonumber(ARGV[i]), ARGV[i + 1]
+    if redis.call('zscore', KEYS[2 * q], id) then
+        scheduled[#scheduled + 1] = {q, id}
+    else
+        queue_of[id] = q
+        wanted[q] = (wanted[q] or 0) + 1
+    end
+end
+local found, depth = {}, {}
+for q, count in pairs(wanted) do
+    local seen, scanned = 0, 0
+    while seen < count do
+        local chunk = redis.call('lrange', KEYS[2 * q - 1], -(scanned + chunk_size), -(scanned + 1))
+        for j = #chunk, 1, -1 do
+            if queue_of[chunk[j]] == q and not found[chunk[j]] then
+                found[chunk[j]] = true
+                seen = seen + 1
+                depth[q] = scanned + #chunk - j + 1
+            end
+        end
+        scanned = scanned + #chunk
+        if #chunk < chunk_size then break end
+    end
+end
+local held = 0
+for id in pairs(queue_of) do
+    if not found[id] and redis.call('exists', prefix .. id) == 1 then held = held + 1 end
+end
+if all and held > 0 then return {0, held} end
+local taken = 0
+for _, job in ipairs(scheduled) do
+    redis.call('zrem', KEYS[2 * job[1]], job[2])
+    redis.call('del', prefix .. job[2])
+    taken = taken + 1
+end
+for q, d in pairs(depth) do
+    local key = KEYS[2 * q - 1]
+    local tail, kept = redis.call('lrange', key, -d, -1), {}
+    redis.call('ltrim', key, 0, -d - 1)
+    for _, id in ipairs(tail) do
+        if found[id] then
+            redis.call('del', prefix .. id)
+            taken = taken + 1
+        else
+            kept[#kept + 1] = id
+        end
+    end
+    for k = 1, #kept, chunk_size do
+        redis.call('rpush', key, unpack(kept, k, math.min(k + chunk_size - 1, #kept)))
+    end
+end
+return {taken, held}
+"""
+
+
+class TakeBack(enum.Enum):
+    """What `take_back` found."""
+
+    #: None of the jobs is in Redis any more: none will run.
+    DONE = "taken back"
+    #: A worker had already taken one of them (with `all_or_none`, every job was left as it was;
+    #: without, the others were taken back).
+    RUNNING = "in a worker's hands"
+    #: Redis could not be reached: what it holds of them is unknown.
+    UNREACHABLE = "unreachable"
+
+
+def maybe_applied(exc: BaseException) -> bool:
+    """Whether a transaction that failed with `exc` may have been applied all the same: always,
+    but when no connection could even be opened (then nothing was sent)."""
+    return "connecting to" not in str(exc)
+
+
+def take_back(rows: Sequence[Job], *, all_or_none: bool, why: str) -> TakeBack:
+    """Take back from Redis the jobs a transaction built with `stage` may have added (its answer was
+    lost, or the database refused the rows), in one atomic step through a fresh connection, trying
+    again for at most `TAKE_BACK_SECONDS`; `why` goes in the log.
+
+    Only jobs still on their queue or in the schedule are taken back, their hash deleted with them.
+    A job a worker has already popped is the worker's (atomically against the pop, as for a cancel):
+    it runs. So with `all_or_none`, such a job leaves every job as it is (`RUNNING`): the transaction
+    was applied and cannot be undone whole, and the caller keeps it whole, rows and all. Without,
+    whatever waits is taken back and a job a worker has runs without its row (logged).
+    """
+    queue_names = sorted({row.queue for row in rows})
+    keys: list[str] = []
+    for name in queue_names:
+        queue = queues.get_queue(name)
+        keys += [queue.key, queue.scheduled_job_registry.key]
+    args: list[Any] = [RQJob.redis_job_namespace_prefix, "all" if all_or_none else "waiting"]
+    for row in rows:
+        args += [queue_names.index(row.queue) + 1, row.rq_id]
+    deadline = time.monotonic() + TAKE_BACK_SECONDS
+    failure: BaseException | None = None
+    for _ in range(TAKE_BACK_TRIES):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        conn = queues.new_redis(socket_timeout=left, socket_connect_timeout=left)
+        try:
+            taken, held = cast(list[int], conn.eval(_TAKE_BACK, len(keys), *keys, *args))
+        except REDIS_ERRORS as exc:
+            failure = exc
+            time.sleep(max(0.0, min(0.05, deadline - time.monotonic())))
+            continue
+        finally:
+            conn.close()
+        if held:
+            then = "all left in Redis" if all_or_none else f"{taken} taken back; the others run without their rows"
+            log.warning("%s: %s of %s jobs were already in a worker's hands: %s", why, held, len(rows), then)
+            return TakeBack.RUNNING
+        if taken:
+            log.warning("%s: %s jobs were taken back from Redis", why, taken)
+        return TakeBack.DONE
+    log.error(
+        "%s: %s jobs could not be taken back either (%s: %s); a worker may run them without their rows",
+        why,
+        len(rows),
+        type(failure).__name__,
+        failure,
+    )
+    return TakeBack.UNREACHABLE
+
+
 def fetch(job_id: str) -> RQJob | None:
     from rq.exceptions import NoSuchJobError
 
@@ -330,30 +476,47 @@ def forget_executions(queue: Any, job_ids: Sequence[str], pipe: Any) -> None:
 
 # --- atomic moves ---------------------------------------------------------------------------------
 
+#: The first lines of an action's script: a script Redis runs after its deadline (ARGV[1], Redis
+#: clock, seconds; '' for none) does nothing and answers -1. Redis paused or swapping runs what it
+#: was sent once it wakes, after the client has given up and answered 503: the action must not
+#: happen then behind the caller's back.
+_UNLESS_LATE = """
+if ARGV[1] ~= '' then
+    local clock = redis.call('time')
+    if tonumber(clock[1]) + tonumber(clock[2]) / 1000000 > tonumber(ARGV[1]) then return -1 end
+end
+"""
+
 #: KEYS: queue list, scheduled registry, deferred registry, job hash, canceled registry.
-#: ARGV: job id, now (epoch seconds), canceled registry expiry (epoch seconds).
+#: ARGV: deadline, job id, now (epoch seconds), canceled registry expiry (epoch seconds).
 #: Returns 1 when the job was taken off (and marked canceled), 0 when it was nowhere to take it from.
-_TAKE_OFF = """
-local removed = redis.call('lrem', KEYS[1], 0, ARGV[1])
-removed = removed + redis.call('zrem', KEYS[2], ARGV[1]) + redis.call('zrem', KEYS[3], ARGV[1])
+_TAKE_OFF = (
+    _UNLESS_LATE
+    + """
+local removed = redis.call('lrem', KEYS[1], 0, ARGV[2])
+removed = removed + redis.call('zrem', KEYS[2], ARGV[2]) + redis.call('zrem', KEYS[3], ARGV[2])
 if removed == 0 then return 0 end
 if redis.call('exists', KEYS[4]) == 1 then
     redis.call('hset', KEYS[4], 'status', 'canceled')
 end
-redis.call('zadd', KEYS[5], ARGV[3], ARGV[1])
+redis.call('zadd', KEYS[5], ARGV[4], ARGV[2])
 return 1
 """
+)
 
 #: KEYS: scheduled registry, queue list, job hash, the set of queue keys.
-#: ARGV: job id, enqueued_at (RQ's format), queue key, "front" or "back".
+#: ARGV: deadline, job id, enqueued_at (RQ's format), queue key, "front" or "back".
 #: Returns 1 when the job moved onto its queue, 0 when it was not scheduled any more.
-_PROMOTE = """
-if redis.call('zrem', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('hset', KEYS[3], 'status', 'queued', 'enqueued_at', ARGV[2])
-redis.call('sadd', KEYS[4], ARGV[3])
-if ARGV[4] == 'front' then redis.call('lpush', KEYS[2], ARGV[1]) else redis.call('rpush', KEYS[2], ARGV[1]) end
+_PROMOTE = (
+    _UNLESS_LATE
+    + """
+if redis.call('zrem', KEYS[1], ARGV[2]) == 0 then return 0 end
+redis.call('hset', KEYS[3], 'status', 'queued', 'enqueued_at', ARGV[3])
+redis.call('sadd', KEYS[4], ARGV[4])
+if ARGV[5] == 'front' then redis.call('lpush', KEYS[2], ARGV[2]) else redis.call('rpush', KEYS[2], ARGV[2]) end
 return 1
 """
+)
 
 
 #: KEYS: job hash, queue list, started registry, the queue's intermediate list (single-queue workers).
@@ -382,7 +545,8 @@ def take_off(queue_name: str, job_id: str) -> bool:
     ]
     now = time.time()
     expires = now + int(setting("JOBS_FAILURE_TTL"))
-    return bool(queues.redis().eval(_TAKE_OFF, len(keys), *keys, job_id, now, expires))
+    conn = queues.redis()
+    return _in_time(conn.eval(_TAKE_OFF, len(keys), *keys, _deadline(conn), job_id, now, expires))
 
 
 def put_back(queue_name: str, job_id: str, executions: Sequence[str] = ()) -> bool:
@@ -408,12 +572,35 @@ def promote_now(
     queue = queues.get_queue(queue_name)
     enqueued_at = utcformat(timezone.now())
     target = pipe if pipe is not None else queues.redis().pipeline(transaction=False)
+    # The scheduler's promotions (with `pipe`) have no deadline: it has no answer to give anyone
+    # and nothing to roll back, and a move Redis runs late is recorded when the job starts.
+    deadline = _deadline(queues.redis()) if pipe is None else ""
     for job_id in job_ids:
         keys = [queue.scheduled_job_registry.key, queue.key, RQJob.key_for(job_id), queue.redis_queues_keys]
-        target.eval(_PROMOTE, len(keys), *keys, job_id, enqueued_at, queue.key, "front" if at_front else "back")
+        target.eval(
+            _PROMOTE, len(keys), *keys, deadline, job_id, enqueued_at, queue.key, "front" if at_front else "back"
+        )
     if pipe is not None:
         return None
-    return [bool(answer) for answer in target.execute()]
+    return [_in_time(answer) for answer in target.execute()]
+
+
+def _deadline(conn: Any) -> str:
+    """The moment (Redis's clock) after which an action's script does nothing: half the client's
+    socket timeout from now, as for a creation (`send`); '' when the client waits as long as it takes."""
+    pool = conn.connection_pool
+    timeout = pool.connection_kwargs.get("socket_timeout")
+    if not timeout:
+        return ""
+    return f"{time.time() + _redis_clock_offset(pool) + timeout / 2:.6f}"
+
+
+def _in_time(answer: Any) -> bool:
+    """An action script's answer: True done, False not possible; run too late (-1): `QueueUnavailable`."""
+    if answer == -1:
+        log.warning("the job queue ran an action too late to answer in time: not done")
+        raise QueueUnavailable()
+    return bool(answer)
 
 
 def status(job_id: str) -> str | None:

@@ -7,7 +7,9 @@ written).
 
 The history row is the outbox. Outside a transaction, `job_enqueue` writes the
 row and pushes the job to Redis inside one database transaction: if Redis fails
-the row is rolled back, and the caller gets `QueueUnavailable`. Inside a
+the row is rolled back, and the caller gets `QueueUnavailable` (a transaction
+Redis applied but whose answer was lost is taken back first; one a worker has
+already started on stands, row and all). Inside a
 caller's transaction, the row is written as `pending` and dispatched when the
 transaction commits (the job must not run if the caller rolls back); if Redis
 is down at that moment the row stays pending and the reconciler dispatches it.
@@ -242,7 +244,11 @@ def jobs_enqueue(*, requests: Sequence[JobRequest], user: AbstractBaseUser | Ano
                 landing = rqstore.stage(rows, pipe)  # built while the database takes the rows; nothing sent yet
             # The rows are in but not committed: if Redis fails, they roll back. A worker
             # may see a job before the commit; the mirror waits for its row.
-            rqstore.send(pipe, landing)
+            try:
+                rqstore.send(pipe, landing)
+            except rqstore.REDIS_ERRORS as exc:
+                if not _kept_after_lost_answer(rows, exc):
+                    raise
             sent = True
     except DatabaseError as exc:
         if sent:
@@ -257,19 +263,28 @@ def jobs_enqueue(*, requests: Sequence[JobRequest], user: AbstractBaseUser | Ano
     return rows
 
 
+def _kept_after_lost_answer(rows: Sequence[Job], exc: BaseException) -> bool:
+    """After Redis failed on the transaction that creates the rows' jobs: True when Redis had applied
+    it and a worker has already taken one of the jobs, so the creation stands, rows and all.
+
+    Redis may have applied a transaction whose answer was lost (the connection dropped, the socket
+    timed out). Its jobs are then taken back, all or none (`rqstore.take_back`), so that the caller's
+    refusal (503) is the truth: no row, and no job left for a worker. A job a worker popped before
+    the take-back runs (the take-back cannot stop it), so then every job stays and so do the rows:
+    the caller is told the jobs were created, and the run is recorded. When the take-back cannot
+    reach Redis either, the caller is refused while the jobs may still be in Redis: they then run
+    without rows (docs/faults.md).
+    """
+    if not rqstore.maybe_applied(exc):
+        return False
+    why = f"the answer to the transaction creating {len(rows)} jobs was lost ({type(exc).__name__}: {exc})"
+    return rqstore.take_back(rows, all_or_none=True, why=why) is rqstore.TakeBack.RUNNING
+
+
 def _take_back(rows: Sequence[Job]) -> None:
-    """Remove jobs that reached Redis for rows that never committed (best effort, logged)."""
-    try:
-        with queues.redis().pipeline() as pipe:
-            pipe.multi()
-            for row in rows:
-                pipe.lrem(queues.get_queue(row.queue).key, 0, row.rq_id)
-            rqstore.forget(rows, pipe)
-            pipe.execute()
-    except rqstore.REDIS_ERRORS as exc:
-        log.error("%s jobs reached Redis without their rows and could not be taken back: %s", len(rows), exc)
-    else:
-        log.warning("%s jobs were taken back from Redis: the database refused their rows", len(rows))
+    """Remove jobs that reached Redis for rows that never committed (logged). A job a worker has
+    already popped runs without its row: the database refused the row, there is nothing to keep."""
+    rqstore.take_back(rows, all_or_none=False, why="the database refused the rows of jobs sent to Redis")
 
 
 def jobs_dispatch_pending(*, job_ids: Iterable[Any] | None = None, older_than: timedelta | None = None) -> int:
@@ -301,11 +316,12 @@ def jobs_dispatch_pending(*, job_ids: Iterable[Any] | None = None, older_than: t
     try:
         rqstore.push(dispatched)
     except rqstore.REDIS_ERRORS as exc:
-        Job.objects.filter(
-            id__in=[row.id for row in dispatched], status__in=[JobStatus.QUEUED, JobStatus.SCHEDULED]
-        ).update(status=JobStatus.PENDING, enqueued_at=None)
-        log.warning("%s jobs stay pending: Redis unavailable (%s)", len(dispatched), exc)
-        return 0
+        if not _kept_after_lost_answer(dispatched, exc):  # else Redis has them after all: they stay sent
+            Job.objects.filter(
+                id__in=[row.id for row in dispatched], status__in=[JobStatus.QUEUED, JobStatus.SCHEDULED]
+            ).update(status=JobStatus.PENDING, enqueued_at=None)
+            log.warning("%s jobs stay pending: Redis unavailable (%s)", len(dispatched), exc)
+            return 0
     if log.isEnabledFor(logging.INFO):
         for row in dispatched:
             log.info("job %s sent to %s (%s)", row.id, row.queue, row.status, extra=logs.job_extra(row.id, row.type))
@@ -406,7 +422,13 @@ def jobs_retry(*, job_ids: Sequence[Any], user: User = None, via: str = VIA_CODE
         with queues.redis().pipeline() as pipe:
             pipe.multi()
             rqstore.forget(retried, pipe)
-            rqstore.send(pipe, rqstore.stage(retried, pipe))
+            try:
+                rqstore.send(pipe, rqstore.stage(retried, pipe))
+            except rqstore.REDIS_ERRORS as exc:
+                # As for a creation: a retry whose answer was lost is taken back (the rows stay as
+                # they were, failed), unless a worker already runs one of its jobs.
+                if not _kept_after_lost_answer(retried, exc):
+                    raise
     _log_action("retry", retried, user, via)
     _announce(events.CHANGED, retried)
     return retried, skipped
@@ -457,13 +479,12 @@ def job_stop(*, job: Job, user: User = None, via: str = VIA_CODE) -> Job:
     the mirror within moments.
     """
     _require(job, "stop", STOPPABLE)
-    try:
-        send_stop_job_command(queues.redis(), job.rq_id, serializer=queues.SERIALIZER)
-    except (InvalidJobOperation, NoSuchJobError) as exc:
-        # Redis has it waiting, or has forgotten it: no worker runs it (the mirror or the reconciler will tell).
-        raise ActionNotAllowed("stop", "not running on any worker", STOPPABLE) from exc
-    except rqstore.REDIS_ERRORS as exc:
-        raise rqstore.unavailable(exc) from exc
+    with rqstore.unavailable_on_error():
+        try:
+            send_stop_job_command(queues.redis(), job.rq_id, serializer=queues.SERIALIZER)
+        except (InvalidJobOperation, NoSuchJobError) as exc:
+            # Redis has it waiting, or has forgotten it: no worker runs it (the mirror or the reconciler will tell).
+            raise ActionNotAllowed("stop", "not running on any worker", STOPPABLE) from exc
     _audit([job], "stop", user, via)
     _log_action("stop", [job], user, via)
     return job
@@ -587,7 +608,7 @@ def job_give_up_on(*, job: Job, outcome: str, reason: str) -> Job:
         row.error = reason
         row.traceback = ""
         row.ended_at = now
-        row.mirror_seq = max(row.mirror_seq, row.attempts * 4 + 2)
+        row.mirror_seq = max(row.mirror_seq, events.seq_before_end(row.attempts))
         retry = spec is not None and spec.retry.retry_lost and row.attempts < row.max_attempts
         # A delayed job Redis forgot is scheduled again for its time, not run at once.
         still_delayed = row.status == JobStatus.SCHEDULED and row.scheduled_for is not None and row.scheduled_for > now
