@@ -136,6 +136,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "jobs.middleware.DatabaseUnavailableMiddleware",
 ]
 
 ROOT_URLCONF = "queueproject.urls"
@@ -195,7 +196,9 @@ else:
         _database.setdefault("OPTIONS", {})["pool"] = {
             "min_size": env_int("DB_POOL_MIN", 2),
             "max_size": env_int("DB_POOL_MAX", 10),
-            "timeout": 10,
+            # How long a request waits for a connection: with the database down, it is answered
+            # 503 after this long (a pool cannot tell a busy database from a dead one sooner).
+            "timeout": 2,
         }
 DATABASES: dict[str, Any] = {"default": _database}
 

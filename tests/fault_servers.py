@@ -42,6 +42,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 REDIS_SERVER = shutil.which("redis-server")
 POSTGRES_BIN = Path(os.environ.get("FAULTS_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
 GUNICORN = Path(sys.executable).with_name("gunicorn")
+#: The file a redis-server started in a directory reads its data from at start (`dbfilename`'s default).
+SNAPSHOT = "dump.rdb"
 
 
 def closed_port() -> int:
@@ -189,6 +191,14 @@ class OwnRedis:
             start_new_session=True,
         )
         wait_for(self.answers, timeout, interval=0.05, message=f"redis-server to answer on port {self.port}")
+        # A snapshot `stop_keeping_data` left is read back once: the next start after this is empty again.
+        (self.directory / SNAPSHOT).unlink(missing_ok=True)
+
+    def stop_keeping_data(self) -> None:
+        """Stopped (connections are refused) with what it holds saved: the next start reads it back,
+        as a Redis with persistence restarts."""
+        self.client().save()
+        self.stop()
 
     def stop(self) -> None:
         """SIGTERM: it exits, having written its append-only file if it keeps one (nothing else is saved)."""
@@ -306,19 +316,22 @@ class Web:
         token: str | None = None,
         timeout: float = 30,
         conn: http.client.HTTPConnection | None = None,
+        headers: dict[str, str] | None = None,
     ) -> Answer:
+        """One request; `headers` are sent besides (and over) the JSON ones (a session's cookie, say)."""
         own = conn is None
         conn = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        headers = {"Host": "127.0.0.1", "Accept": "application/json"}
+        sent = {"Host": "127.0.0.1", "Accept": "application/json"}
         if token:
-            headers["Authorization"] = f"Token {token}"
+            sent["Authorization"] = f"Token {token}"
         payload = None
         if body is not None:
             payload = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
+            sent["Content-Type"] = "application/json"
+        sent.update(headers or {})
         started = time.monotonic()
         try:
-            conn.request(method, path, body=payload, headers=headers)
+            conn.request(method, path, body=payload, headers=sent)
             response = conn.getresponse()
             raw = response.read()
         finally:

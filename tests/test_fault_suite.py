@@ -28,6 +28,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import suppress
 from datetime import timedelta
 from pathlib import Path
 from types import ModuleType
@@ -45,7 +46,7 @@ from rq.job import Job as RQJob
 from jobs import events, queues, services
 from jobs.errors import QueueUnavailable
 from jobs.mirror import Drainer, apply_events, pending_by_consumer
-from jobs.models import Job, JobAttempt
+from jobs.models import Job, JobAttempt, JobAudit
 from jobs.reconcile import MIRROR_BEHIND_SECONDS, mirror_backlog_age, reconcile
 from jobs.scheduler import LOCK_KEY
 from jobs.statuses import TERMINAL, AttemptOutcome, JobStatus
@@ -73,11 +74,14 @@ from tests.test_faults import (
     verdict_deadline,
     wait_for_reconciler_rounds,
     wait_for_status,
+    work_horses,
 )
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 ENDED = TERMINAL  # nothing more happens to a job in these statuses unless someone retries it
+#: What a user needs to take every action (remove needs the delete permission).
+ACTION_PERMS = ("add_job", "view_job", "change_job", "delete_job")
 
 
 def figure(text: str) -> None:
@@ -303,15 +307,25 @@ def test_a_worker_shut_down_cold_leaves_its_job_abandoned_and_it_runs_again_once
     assert not any(alive(horse) for horse in horses), "a work horse outlived its worker"
     processes.worker(**env)  # a healthy worker for what runs again
 
+    judged = judged_abandoned_and_run_again_once_where_allowed(again, once, run_log, api, shut_at)
+    figure(f"worker shut down cold: its job judged abandoned {judged:.1f}s after the second SIGTERM")
+
+
+def judged_abandoned_and_run_again_once_where_allowed(
+    again: Job, once: Job, run_log: RunLog, api: APIClient, died_at: float
+) -> float:
+    """Assert what the history and the API say of two jobs whose workers died under them (`died_at`,
+    epoch seconds), a healthy worker and a scheduler running: both abandoned, the one whose type
+    retries lost work run again to its end, the other not; returns the seconds to the later verdict."""
     wait_for(
         lambda: refreshed(again).status != JobStatus.STARTED and refreshed(once).status != JobStatus.STARTED,
         verdict_deadline() + 5,
         message="both jobs to be judged (promised within JOBS_WORKER_DEAD_AFTER + JOBS_RECONCILE_INTERVAL)",
     )
-    judged = max(timeline(job)[0].ended_at.timestamp() for job in (again, once)) - shut_at
-    figure(f"worker shut down cold: its job judged abandoned {judged:.1f}s after the second SIGTERM")
+    verdicts = [timeline(job)[0].ended_at for job in (again, once)]
+    judged = max(verdict.timestamp() for verdict in verdicts if verdict is not None) - died_at
 
-    wait_for_status(again, ENDED, 30)
+    wait_for_status(again, set(ENDED), 30)
     assert again.status == JobStatus.FINISHED, again.error
     assert [attempt.outcome for attempt in timeline(again)] == [AttemptOutcome.ABANDONED, AttemptOutcome.FINISHED]
     assert len(run_log.starts(again)) == 2
@@ -328,6 +342,48 @@ def test_a_worker_shut_down_cold_leaves_its_job_abandoned_and_it_runs_again_once
         seen = api_job(api, job)
         assert seen["status"] == job.status
         assert [attempt["outcome"] for attempt in seen["timeline"]] == [a.outcome for a in timeline(job)]
+    return judged
+
+
+# --- a worker SIGKILLed mid-job (a lost machine), forking or running its jobs in itself ---------------
+
+#: The worker classes `manage.py rqworker` runs: the default forks a work horse for each job;
+#: SimpleWorker runs the job in the worker process itself.
+WORKER_CLASSES = [pytest.param(None, id="forking"), pytest.param("jobs.worker.SimpleWorker", id="simple")]
+
+
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_a_killed_worker_leaves_its_job_abandoned_within_the_deadline_and_it_runs_again_once_where_its_type_allows(
+    processes, fault_types, run_log, api, worker_class
+):
+    env = fault_env(run_log)
+    workers = [processes.worker(worker_class=worker_class, **env) for _ in range(2)]
+    processes.scheduler(**env)
+    again = services.job_enqueue(type=fault_types.RECORD, params={"seconds": 5, "steps": 5})
+    once = services.job_enqueue(type=fault_types.RECORD_ONCE, params={"seconds": 5, "steps": 5})
+    running = {run_log.horse_running(again), run_log.horse_running(once)}  # one job on each worker
+    # Where the jobs run: a work horse of each worker, or each worker itself.
+    if worker_class is None:
+        assert running == {horse for worker in workers for horse in work_horses(worker.pid)}
+    else:
+        assert running == {worker.pid for worker in workers}
+
+    # SIGKILL, as a lost machine: each worker with its mirror process, and the work horses (a group each).
+    for pid in {worker.pid for worker in workers} | running:
+        with suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    killed_at = time.time()
+    for worker in workers:
+        worker.wait(5)
+    assert not any(alive(pid) for pid in running)
+    processes.worker(worker_class=worker_class, **env)  # a healthy worker for what runs again
+
+    judged = judged_abandoned_and_run_again_once_where_allowed(again, once, run_log, api, killed_at)
+    figure(
+        f"worker ({(worker_class or 'forking').rsplit('.', 1)[-1]}) SIGKILLed with its job: judged abandoned "
+        f"{judged:.1f}s after the kill (deadline {verdict_deadline():.0f}s)"
+    )
+    assert judged <= verdict_deadline()
 
 
 # --- the active scheduler killed: the standby takes over ------------------------------------------
@@ -543,9 +599,12 @@ def test_a_job_reporting_progress_through_a_1_s_redis_restart_finishes_on_its_fi
     assert [attempt.outcome for attempt in timeline(job)] == [AttemptOutcome.FINISHED]
 
 
-def test_a_worker_whose_job_ends_while_redis_restarts_keeps_working(processes, fault_types, run_log, own_redis, api):
+@pytest.mark.parametrize("worker_class", WORKER_CLASSES)
+def test_a_worker_whose_job_ends_while_redis_restarts_keeps_working(
+    processes, fault_types, run_log, own_redis, api, worker_class
+):
     env = fault_env(run_log, REDIS_URL=own_redis.url)
-    worker = processes.worker(**env)
+    worker = processes.worker(worker_class=worker_class, **env)
     first = services.job_enqueue(type=fault_types.RECORD, params={"seconds": 4, "steps": 1})
     started = run_log.starts(first) or wait_for(lambda: run_log.starts(first), 30, message="the job to start")
     wait_for(lambda: time.time() - started[0].at >= 2.5, 10, message="the job to be near its end")
@@ -719,6 +778,143 @@ def test_a_job_refused_while_redis_hangs_never_reaches_redis_afterwards(fault_ty
         conn.ping()
 
 
+# --- Redis refusing connections, then hanging, while users act on jobs through the API ---------------
+
+
+def redis_state(conn: redis_lib.Redis, job: Job) -> tuple[str | None, bool, bool]:
+    """What Redis holds of a job: its RQ status (None: no job), whether it is on its queue, in the schedule."""
+    queue = queues.get_queue(job.queue)
+    raw: Any = conn.hget(RQJob.key_for(job.rq_id), "status")
+    on_queue = conn.lpos(queue.key, job.rq_id) is not None
+    scheduled = conn.zscore(queue.scheduled_job_registry.key, job.rq_id) is not None
+    return (raw.decode() if raw else None, on_queue, scheduled)
+
+
+def test_every_action_answers_503_within_3_s_while_redis_refuses_or_hangs_and_works_once_it_is_back(
+    processes, fault_types, run_log, own_redis
+):
+    token = str(Token.objects.create(user=make_user("faults-actions", perms=ACTION_PERMS)).key)
+    env = fault_env(run_log, REDIS_URL=own_redis.url)
+    web = Web(processes, "gunicorn", **env)
+    web.start()
+    processes.worker(**env)
+    services.queue_pause(name="low")  # what waits there stays there: only the actions move it
+    running = services.job_enqueue(type=fault_types.RECORD, params={"seconds": 60, "steps": 60})
+
+    def targets() -> dict[str, Job]:
+        """A job for each action (and the bulk cancel), in a status that allows it."""
+        retried = services.job_cancel(job=services.job_enqueue(type=fault_types.RECORD, queue="low"))
+        return {
+            "cancel": services.job_enqueue(type=fault_types.RECORD, queue="low"),
+            "bulk cancel": services.job_enqueue(type=fault_types.RECORD, queue="low"),
+            "remove": services.job_enqueue(type=fault_types.RECORD, queue="low"),
+            "promote": services.job_enqueue(type=fault_types.RECORD, queue="low", delay_seconds=600),
+            "retry": retried,
+            "stop": running,
+        }
+
+    def act(action: str, job: Job) -> Answer:
+        if action == "bulk cancel":
+            body = {"action": "cancel", "filters": {"search": str(job.pk)}}
+            return web.request("POST", "/api/jobs/actions", body, token=token)
+        return web.request("POST", f"/api/jobs/{job.pk}/action", {"action": action}, token=token)
+
+    wait_for_status(running, {JobStatus.STARTED}, 30)
+    refused_jobs, hung_jobs = targets(), targets()
+    jobs = {job.pk: job for job in (*refused_jobs.values(), *hung_jobs.values())}
+    rows_before = {pk: refreshed(job).status for pk, job in jobs.items()}
+    audits_before = JobAudit.objects.count()
+    conn = own_redis.client()
+    redis_before = {pk: redis_state(conn, job) for pk, job in jobs.items()}
+    web_pid = web.process.pid if web.process else None
+
+    # Refused: nothing listens. Redis keeps its data (it restarts as one with persistence would).
+    own_redis.stop_keeping_data()
+    refused = {action: act(action, job) for action, job in refused_jobs.items()}
+    not_ready = web.request("GET", "/readyz")
+    own_redis.start()
+    ready = web.request("GET", "/readyz")  # the web process's connection to Redis is open again
+    # Hanging: `kill -STOP`; connections are accepted, nothing is answered. (What Redis was sent
+    # meanwhile, it runs once it wakes up: the test after this one.)
+    own_redis.pause()
+    hung = {action: act(action, job) for action, job in hung_jobs.items()}
+    own_redis.resume()
+    wait_for(conn.ping, 5, message="Redis to answer again")
+
+    figure(
+        "an action while Redis refuses: 503 in "
+        + ", ".join(f"{action} {answer.seconds:.2f}s" for action, answer in refused.items())
+        + "; while it hangs: 503 in "
+        + ", ".join(f"{action} {answer.seconds:.2f}s" for action, answer in hung.items())
+    )
+    for action, answer in (*refused.items(), *hung.items()):
+        assert answer.status == 503, (action, answer.status, answer.data)
+        assert answer.headers.get("retry-after") == str(QueueUnavailable.retry_after), action
+        assert answer.data == {"detail": QueueUnavailable.message}, action
+        assert answer.seconds < 3, action
+    assert (not_ready.status, ready.status) == (503, 200)
+    # Nothing done: every row as it was, no audit of an action, Redis as it was for the refused ones
+    # and for the hung retry and stop.
+    assert {pk: refreshed(job).status for pk, job in jobs.items()} == rows_before
+    assert JobAudit.objects.count() == audits_before
+    unchanged = [*refused_jobs.values(), hung_jobs["retry"], running]
+    assert {job.pk: redis_state(conn, job) for job in unchanged} == {job.pk: redis_before[job.pk] for job in unchanged}
+
+    # The same gunicorn, never restarted, acts again at once: each action does what it says.
+    assert web.process is not None
+    assert (web.process.poll(), web.process.pid) == (None, web_pid)
+    assert web.request("GET", "/readyz").status == 200
+    done = {action: act(action, job) for action, job in refused_jobs.items()}
+    assert {action: answer.status for action, answer in done.items()} == {
+        "cancel": 200,
+        "bulk cancel": 200,
+        "remove": 204,
+        "promote": 200,
+        "retry": 200,
+        "stop": 200,
+    }, {action: answer.data for action, answer in done.items()}
+    assert done["bulk cancel"].data["done"] == 1
+    assert act("retry", hung_jobs["retry"]).status == 200
+    for action, status in (
+        ("cancel", JobStatus.CANCELED),
+        ("bulk cancel", JobStatus.CANCELED),
+        ("promote", JobStatus.QUEUED),
+    ):
+        assert refreshed(refused_jobs[action]).status == status, action
+    for job in (refused_jobs["retry"], hung_jobs["retry"]):
+        assert refreshed(job).status == JobStatus.QUEUED
+        assert redis_state(conn, job) == ("queued", True, False)
+    assert redis_state(conn, refused_jobs["cancel"]) == ("canceled", False, False)
+    assert redis_state(conn, refused_jobs["promote"]) == ("queued", True, False)
+    assert not Job.objects.filter(pk=refused_jobs["remove"].pk).exists()
+    assert redis_state(conn, refused_jobs["remove"]) == (None, False, False)
+    wait_for_status(running, {JobStatus.STOPPED}, 15)
+    assert len(run_log.starts(running)) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("action", ["cancel", "remove", "promote"])
+def test_an_action_refused_while_redis_hangs_is_not_done_when_redis_wakes_up(fault_types, own_redis, action):
+    # A process whose connection to Redis is open (as any web process soon has): the action's
+    # first command is sent at once, and waits in Redis while it is stopped.
+    delay = 600 if action == "promote" else None
+    job = services.job_enqueue(type=fault_types.RECORD, queue="low", delay_seconds=delay)
+    conn = own_redis.client()
+    before = redis_state(conn, job)
+    own_redis.pause()
+    started = time.monotonic()
+    with pytest.raises(QueueUnavailable):
+        services.job_act(job=job, action=action)
+    refused_in = time.monotonic() - started
+    own_redis.resume()
+    assert refused_in < 3
+    assert refreshed(job).status == (JobStatus.SCHEDULED if delay else JobStatus.QUEUED)
+    wait_for(conn.ping, 5, message="Redis to answer again")
+    # Redis works through what it was sent before it answers anything sent after it.
+    assert redis_state(conn, job) == before, f"the refused {action} was done when Redis woke up"
+    services.job_act(job=job, action=action)  # and it can be done now
+
+
 # --- Redis full: maxmemory reached, with noeviction ----------------------------------------------------
 
 
@@ -796,19 +992,49 @@ user = User.objects.filter(username="faults").first() or User.objects.create_sup
 print(Token.objects.get_or_create(user=user)[0].key)
 """
 
+SESSION_CODE = """
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.test import Client
+client = Client()
+client.force_login(User.objects.get(username="faults"))
+print(client.cookies[settings.SESSION_COOKIE_NAME].value)
+"""
+
+#: The web process as deployed: DEBUG off, behind a proxy that terminates TLS.
+DEPLOYED = {
+    "DEBUG": "false",
+    "ALLOWED_HOSTS": "127.0.0.1",
+    "CSRF_TRUSTED_ORIGINS": "http://127.0.0.1",
+    "TLS_TERMINATED_BY_PROXY": "true",
+}
+
 
 def test_jobs_finish_while_the_database_is_stopped_and_every_end_is_in_the_history_within_10_s_of_its_restart(
     processes, fault_types, run_log, own_postgres
 ):
     token = manage_py(own_postgres.url, API_USER_CODE)
+    cookie = {"Cookie": f"{settings.SESSION_COOKIE_NAME}={manage_py(own_postgres.url, SESSION_CODE)}"}
     env = fault_env(run_log, DATABASE_URL=own_postgres.url)
     workers = [processes.worker(**env), processes.worker(**env)]
-    web = Web(processes, "gunicorn", **env)
+    web = Web(processes, "gunicorn", **env, **DEPLOYED)
     web.start()
+    web_pid = web.process.pid if web.process else None
     work = {"type": fault_types.RECORD, "params": {"seconds": 3, "steps": 3}}
     created = web.request("POST", "/api/jobs", [work] * 4, token=token)
     assert created.status == 201, created.data
     ids = [job["id"] for job in created.data]
+    later = {"type": fault_types.RECORD, "delay_seconds": 600}
+    delayed = web.request("POST", "/api/jobs", later, token=token).data["id"]
+
+    def use_it() -> dict[str, Answer]:
+        """Create a job, cancel the delayed one, open the Jobs page and the admin's list."""
+        return {
+            "create": web.request("POST", "/api/jobs", later, token=token),
+            "action": web.request("POST", f"/api/jobs/{delayed}/action", {"action": "cancel"}, token=token),
+            "jobs page": web.request("GET", "/jobs/", headers=cookie),
+            "admin": web.request("GET", "/admin/jobs/job/", headers=cookie),
+        }
 
     def through_api(job_id: str) -> dict[str, Any]:
         answer = web.request("GET", f"/api/jobs/{job_id}", token=token)
@@ -831,6 +1057,16 @@ def test_jobs_finish_while_the_database_is_stopped_and_every_end_is_in_the_histo
         message="each worker's mirror to find the database gone",
     )
     assert web.request("GET", f"/api/jobs/{ids[0]}", token=token).status == 503
+    down = use_it()
+    figure(
+        "database stopped: "
+        + ", ".join(f"{name} {answer.status} in {answer.seconds:.2f}s" for name, answer in down.items())
+    )
+    for name, answer in down.items():
+        assert answer.status == 503, (name, answer.status, answer.data)
+        assert answer.headers.get("retry-after") == str(QueueUnavailable.retry_after), name
+        assert answer.seconds < 3, name
+        assert b"Traceback" not in (answer.data if isinstance(answer.data, bytes) else b""), name
 
     own_postgres.start()
     restarted = time.monotonic()
@@ -861,6 +1097,19 @@ def test_jobs_finish_while_the_database_is_stopped_and_every_end_is_in_the_histo
         assert [attempt["outcome"] for attempt in seen["timeline"]] == [AttemptOutcome.FINISHED]
     assert run_log.runs_by_job() == Counter({job_id: 1 for job_id in ids})
     assert all(worker.poll() is None for worker in workers), "a worker died with the database"
+    # The same web process, never restarted, works as before: nothing of what it refused was done.
+    assert through_api(delayed)["status"] == JobStatus.SCHEDULED
+    back = use_it()
+    assert {name: answer.status for name, answer in back.items()} == {
+        "create": 201,
+        "action": 200,
+        "jobs page": 200,
+        "admin": 200,
+    }
+    assert back["action"].data["status"] == JobStatus.CANCELED
+    assert len(own_postgres.query("SELECT id FROM jobs_job")) == len(ids) + 2
+    assert web.process is not None
+    assert (web.process.poll(), web.process.pid) == (None, web_pid)
 
 
 def rq_status_of(job_id: str) -> str | None:

@@ -18,6 +18,10 @@ from tests.conftest import SilentServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+#: What the product promises a caller while Redis hangs: 503 with Retry-After within this many seconds
+#: (REDIS_SOCKET_TIMEOUT is 2 s: one Redis call that times out, and nothing more).
+PROMISED_SECONDS = 3
+
 
 @pytest.fixture
 def hanging_redis() -> Iterator[str]:
@@ -45,7 +49,7 @@ def test_enqueue_gives_up_with_queue_unavailable_and_writes_nothing(hanging_redi
     started = time.monotonic()
     with pytest.raises(QueueUnavailable):
         services.job_enqueue(type="example")
-    assert time.monotonic() - started < settings.REDIS_SOCKET_TIMEOUT * 2 + 2
+    assert time.monotonic() - started < PROMISED_SECONDS
     assert Job.objects.count() == 0
 
 
@@ -56,13 +60,13 @@ def test_the_api_answers_503_with_retry_after_within_seconds(hanging_redis, clie
     assert response.status_code == 503
     assert response["Retry-After"] == "5"
     assert "unavailable" in response.json()["detail"]
-    assert elapsed < 15
+    assert elapsed < PROMISED_SECONDS
     assert Job.objects.count() == 0
 
     started = time.monotonic()
     response = client.get("/api/jobs/stats")
     assert response.status_code == 503
-    assert time.monotonic() - started < 15
+    assert time.monotonic() - started < PROMISED_SECONDS
 
 
 def test_reads_of_the_history_still_work_while_redis_hangs(hanging_redis, client, operator):
@@ -85,7 +89,7 @@ def test_an_action_answers_503_within_seconds_and_changes_nothing_while_redis_ha
     elapsed = time.monotonic() - started
     assert response.status_code == 503, response.content
     assert response["Retry-After"] == "5"
-    assert elapsed < settings.REDIS_SOCKET_TIMEOUT * 2 + 2
+    assert elapsed < PROMISED_SECONDS
     row.refresh_from_db()
     assert row.status == status  # nothing half done: the row is as it was
     assert not JobAudit.objects.filter(job_id=row.pk).exists()
