@@ -147,7 +147,7 @@ def apply_events(batch: Iterable[Event]) -> ApplyResult:
                 else:
                     attempt = new_attempts.setdefault(key, JobAttempt(job=row, number=event.attempt))
                 _apply_to_attempt(attempt, event)
-            if event.seq > row.mirror_seq:
+            if event.seq > row.mirror_seq and not _moved_past(row, event):
                 _apply_to_row(row, event)
                 row.mirror_seq = event.seq
                 changed_rows.add(event.job_id)
@@ -195,6 +195,18 @@ def _add_external_rows(found: list[Event]) -> None:
         sql.insert_rows(Job, list(rows.values()))
 
 
+def _moved_past(row: Job, event: Event) -> bool:
+    """Whether the row waits for a later attempt than the one this end belongs to.
+
+    The reconciler judges a run abandoned once its worker stops beating (or lost), and queues the
+    job again where its type allows, before the run's own end may arrive: a worker frozen rather
+    than dead leaves its work horse running. That end belongs to its attempt in the timeline; the
+    row goes on waiting for the next attempt.
+    """
+    waiting = row.status in (JobStatus.QUEUED, JobStatus.SCHEDULED)
+    return event.kind in ENDED_OUTCOME and waiting and row.attempts >= event.attempt
+
+
 def _apply_to_attempt(attempt: JobAttempt, event: Event) -> None:
     data = event.data
     if event.kind == events.STARTED:
@@ -206,10 +218,11 @@ def _apply_to_attempt(attempt: JobAttempt, event: Event) -> None:
     attempt.worker_name = attempt.worker_name or str(data.get("w", ""))
     if "s" in data and attempt.started_at is None:
         attempt.started_at = _dt(data["s"])
-    if event.kind != events.FINISHED:
-        attempt.error = str(data.get("x", ""))
-        attempt.traceback = str(data.get("tb", ""))
-        attempt.retry_at = _dt(data.get("n"))
+    # Also for a finish: it replaces a verdict written before it arrived (the reconciler's
+    # "died while running this job" when the worker was only frozen and its horse ran on).
+    attempt.error = "" if event.kind == events.FINISHED else str(data.get("x", ""))
+    attempt.traceback = "" if event.kind == events.FINISHED else str(data.get("tb", ""))
+    attempt.retry_at = None if event.kind == events.FINISHED else _dt(data.get("n"))
 
 
 def _apply_to_row(row: Job, event: Event) -> None:

@@ -96,10 +96,23 @@ class MirrorWorkerMixin:
 
     _execution_in_hand: Any = None
 
+    def handle_job_success(self, job: RQJob, queue: rq.Queue, *args: Any, **kwargs: Any) -> None:
+        if self._handed_on(job):
+            self._record_end_only(job, kwargs.get("execution"))
+            return
+        super().handle_job_success(job, queue, *args, **kwargs)  # type: ignore[misc]
+
     def handle_job_failure(
         self, job: RQJob, queue: rq.Queue, started_job_registry: Any = None, exc_string: str = "", execution: Any = None
     ) -> None:
         stopped = self._stopped_job_id == job.id
+        if self._handed_on(job):
+            self._failure = (exc_string, stopped)
+            try:
+                self._record_end_only(job, execution)
+            finally:
+                self._failure = None
+            return
         if stopped and _status_now(job) == RQStatus.FINISHED:
             # The stop came as the job ended: its horse had written the job's end before it was
             # killed. RQ would record the stop on top of the finish; the job finished.
@@ -132,6 +145,44 @@ class MirrorWorkerMixin:
 
     _failure_recorded = False
 
+    def _handed_on(self, job: RQJob) -> bool:
+        """Whether the job in Redis has moved on to a later attempt than this run's.
+
+        The reconciler judges a run abandoned once its worker stops beating. A worker frozen
+        (SIGSTOP, a paused VM or container) rather than dead leaves its work horse running, and where
+        the type runs lost work again the reconciler has staged the next attempt under the same id by
+        the time this run ends: RQ would write this run's end over it, and the next run would then
+        count as this attempt again. (A job Redis forgot is not handed on: RQ records its end.)
+
+        Only a run longer than the silence after which a worker is judged dead can have been judged
+        (half of it, for clocks that disagree): a shorter one costs no read.
+        """
+        started = job.started_at
+        if started is not None and time.time() - started.timestamp() < settings.JOBS_WORKER_DEAD_AFTER / 2:
+            return False
+        raw: Any = self.connection.hget(job.key, "meta")
+        try:
+            stored = job.serializer.loads(raw) if raw else {}
+            return int(stored.get("attempt_base", 0)) != int((job.meta or {}).get("attempt_base", 0))
+        except (ValueError, TypeError, AttributeError):  # meta the product did not write: not its to judge
+            return False
+
+    def _record_end_only(self, job: RQJob, execution: Any) -> None:
+        """Record the end of a run whose job has moved on (`_handed_on`): its event, for the
+        attempt's place in the history, and its execution gone; the next attempt is left as it is."""
+        if isinstance(job, MirroredJob):
+            job.no_retry = True  # the next attempt is staged already
+        with self.connection.pipeline() as pipe:
+            self._emit_end(job, pipe)
+            super().cleanup_execution(job, pipe, **rqcompat.execution_kwargs(execution))  # type: ignore[misc]
+            pipe.execute()
+        log.warning(
+            "job %s: attempt %s ended after the job had moved on to a later attempt (its worker had stopped "
+            "beating); only its end is recorded",
+            job.id,
+            events.attempt_number(job),
+        )
+
     def _release_slot_safely(self, job: RQJob) -> None:
         """RQ 3's; it runs once a job's failure is recorded, and only then."""
         self._failure_recorded = True
@@ -140,6 +191,10 @@ class MirrorWorkerMixin:
     def cleanup_execution(self, job: RQJob, pipeline: Pipeline, execution: Any = None) -> None:
         """Runs inside the pipeline that records every end of a job (success, failure, stop)."""
         self._emit_end(job, pipeline)
+        if self._failure is None:
+            # A finish can arrive after the reconciler judged the job abandoned (its worker was frozen
+            # while the horse ran on) and put it in the failed registry: it failed no more.
+            pipeline.zrem(job.failed_job_registry.key, job.id)
         super().cleanup_execution(job, pipeline, **rqcompat.execution_kwargs(execution))  # type: ignore[misc]
 
     def _emit_end(self, job: RQJob, pipeline: Pipeline) -> None:

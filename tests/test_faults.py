@@ -42,6 +42,7 @@ from jobs.reconcile import GRACE, reconcile
 from jobs.rqstore import MirroredJob
 from jobs.statuses import AttemptOutcome, JobStatus
 from tests.conftest import SilentServer, wait_for
+from tests.fault_servers import RunLog, fault_env
 
 #: The fault suite (this module and tests/test_fault_suite.py) runs alone with
 #: `pytest -m slow -k "test_faults or test_fault_suite"`.
@@ -344,6 +345,97 @@ def test_it_never_runs_a_job_twice_at_once_when_its_worker_process_alone_is_kill
     )
     assert second.started_at >= first.ended_at
     assert second.worker_name != first.worker_name
+
+
+@pytest.fixture
+def fault_types() -> Iterator[Any]:
+    """The test-only job types of `tests.fault_job_types`, registered in this process for this test only."""
+    from tests import fault_job_types
+
+    fault_job_types.register()
+    yield fault_job_types
+    fault_job_types.unregister()
+
+
+@pytest.mark.parametrize("runs_lost_work_again", [False, True], ids=["never run again", "run again"])
+def test_a_horse_that_finishes_after_its_job_was_marked_abandoned_records_its_true_outcome(
+    processes, fault_types, tmp_path, runs_lost_work_again
+):
+    """A worker frozen (SIGSTOP: a paused VM or container, a swap storm) stops beating while its work
+    horse, in a process group of its own, runs on: the reconciler judges the job abandoned. The horse
+    then finishes: its end, not the verdict, is what the attempt keeps. A type that never runs lost
+    work again (like `email`) is finished, once; one that does runs its next attempt, as attempt 2."""
+    run_log = RunLog(tmp_path / "runs.log")
+    worker = processes.worker(**fault_env(run_log))
+    processes.scheduler(**fault_env(run_log))
+    seconds = verdict_deadline() + 6  # the horse outlasts the verdict
+    kind = fault_types.RECORD if runs_lost_work_again else fault_types.RECORD_ONCE
+    job = services.job_enqueue(type=kind, params={"seconds": seconds, "steps": int(seconds)})
+    make_older_than_the_reconcilers_grace(job)
+    horse = run_log.horse_running(job)
+    wait_for(
+        lambda: refreshed(job).status == JobStatus.STARTED and job.progress > 0, 30, message="the job to be running"
+    )
+    assert work_horses(worker.pid) == [horse]
+
+    os.killpg(worker.pid, signal.SIGSTOP)  # the worker and its mirror process; the horse runs on
+    try:
+        wait_for(
+            lambda: refreshed(job).status != JobStatus.STARTED,
+            verdict_deadline() + 10,
+            message="the reconciler to judge the job",
+        )
+        [judged] = timeline(job)
+        assert judged.outcome == AttemptOutcome.ABANDONED
+        assert alive(horse), "the horse ended before the verdict"
+        assert not run_log.of_kind("end", job)
+        # The horse ends while its worker is still frozen (the scheduler's mirror writes the history).
+        wait_for(lambda: run_log.of_kind("end", job), seconds + 10, message="the horse to finish its job")
+        [ended] = run_log.of_kind("end", job)
+
+        def attempt_ended() -> JobAttempt | None:
+            return JobAttempt.objects.filter(job=job, number=1, outcome=AttemptOutcome.FINISHED).first()
+
+        first = wait_for(attempt_ended, 10, message="the horse's end to reach the history")
+        assert first.error == ""
+        assert abs(first.ended_at.timestamp() - ended.at) < 1, "the attempt's end is not the horse's"
+        assert first.ended_at > judged.ended_at
+        job.refresh_from_db()
+        if runs_lost_work_again:
+            # The job waits for its next attempt, in the row and in Redis: the late end took nothing of it.
+            assert (job.status, job.attempts) == (JobStatus.QUEUED, 1)
+            assert rq_status(job) == RQStatus.QUEUED
+            assert queues.get_queue("default").get_job_ids() == [job.rq_id]
+    finally:
+        os.killpg(worker.pid, signal.SIGCONT)
+
+    if runs_lost_work_again:
+        # The worker wakes and runs the next attempt, recorded as the second.
+        wait_for(
+            lambda: refreshed(job).status == JobStatus.STARTED and job.attempts == 2,
+            30,
+            message="the second attempt to start",
+        )
+        assert [run.attempt for run in run_log.starts(job)] == [1, 2]
+        services.job_stop(job=job)  # enough: the test need not wait for it to work to its end
+        wait_for_status(job, {JobStatus.STOPPED}, 15)
+        assert [attempt.outcome for attempt in timeline(job)] == [AttemptOutcome.FINISHED, AttemptOutcome.STOPPED]
+        assert not run_log.overlaps()
+        return
+
+    assert job.status == JobStatus.FINISHED
+    assert job.attempts == 1
+    assert job.result == {"worked": seconds}
+    assert job.error == ""
+    assert job.ended_at == first.ended_at
+    wait_for_reconciler_rounds(2)  # nobody runs it again, or judges it again, in the rounds that follow
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == (JobStatus.FINISHED, 1)
+    assert [attempt.outcome for attempt in timeline(job)] == [AttemptOutcome.FINISHED]
+    assert len(run_log.starts(job)) == 1
+    assert rq_status(job) == RQStatus.FINISHED
+    assert job.rq_id not in queues.get_queue("default").failed_job_registry.get_job_ids()
+    assert worker.poll() is None, "the worker died"
 
 
 def test_it_does_not_send_an_email_again_by_itself_when_its_worker_died_mid_send(

@@ -7,7 +7,7 @@ import time
 import pytest
 from django.db import OperationalError
 
-from jobs import events, mirror, services
+from jobs import events, mirror, queues, services
 from jobs.models import Job, JobAttempt
 from jobs.statuses import AttemptOutcome, JobStatus
 
@@ -91,6 +91,39 @@ def test_a_stopped_job_is_recorded_as_stopped(redis_db, job):
     job.refresh_from_db()
     assert job.status == JobStatus.STOPPED
     assert job.attempt_set.get().outcome == AttemptOutcome.STOPPED
+
+
+def test_an_end_that_arrives_after_the_reconcilers_verdict_is_what_its_attempt_keeps(redis_db):
+    """A worker frozen (not dead) past its liveness leaves its work horse running: the reconciler judges
+    the run abandoned, and the run's own end arrives afterwards."""
+    again = services.job_enqueue(type="example")  # runs lost work again
+    once = services.job_enqueue(type="email", params={"to": ["ada@example.com"], "subject": "Hi", "body": "Hi"})
+    for job in (again, once):
+        redis_db.lrem(queues.get_queue(job.queue).key, 0, job.rq_id)  # a worker took it
+        emit(redis_db, job, events.STARTED, w="frozen")
+    drain(redis_db)
+    for job in (again, once):
+        job.refresh_from_db()
+        services.job_give_up_on(job=job, outcome=JobStatus.ABANDONED, reason="worker frozen died while running it")
+        emit(redis_db, job, events.FINISHED, w="frozen", r={"done": True})
+    drain(redis_db)
+
+    # Never run again: the job finished, and nothing of the verdict is left.
+    once.refresh_from_db()
+    assert (once.status, once.attempts, once.result, once.error) == (JobStatus.FINISHED, 1, {"done": True}, "")
+    [attempt] = once.attempt_set.all()
+    assert (attempt.outcome, attempt.error, attempt.retry_at) == (AttemptOutcome.FINISHED, "", None)
+    # Run again: its next attempt is on its way; the first attempt keeps its true outcome.
+    again.refresh_from_db()
+    assert (again.status, again.attempts) == (JobStatus.QUEUED, 1)
+    assert queues.get_queue("default").get_job_ids() == [again.rq_id]
+    [attempt] = again.attempt_set.all()
+    assert (attempt.outcome, attempt.error) == (AttemptOutcome.FINISHED, "")
+    emit(redis_db, again, events.STARTED, attempt=2, w="healthy")
+    emit(redis_db, again, events.FINISHED, attempt=2, w="healthy", r={"done": 2})
+    drain(redis_db)
+    again.refresh_from_db()
+    assert (again.status, again.attempts, again.result) == (JobStatus.FINISHED, 2, {"done": 2})
 
 
 def test_events_for_a_row_not_committed_yet_wait_and_then_apply(redis_db, job):

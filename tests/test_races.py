@@ -6,22 +6,32 @@ job popped as a worker pops it, two callers at once), then checks Redis and the 
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import sqlite3
 import threading
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
-from django.db import connections
+from django.db import connections, transaction
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from jobs import events, mirror, queues, reconcile, rqstore, services, worker
 from jobs.errors import ActionNotAllowed, InvalidJobRequest, QueueUnavailable
-from jobs.models import Job
-from jobs.statuses import JobStatus
+from jobs.models import Job, JobAttempt
+from jobs.statuses import AttemptOutcome, JobStatus
 from tests.conftest import wait_for
-from tests.helpers import history_row
+from tests.helpers import VIEWERS, history_row, make_user
+from tests.test_metrics import scrape, value
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -223,17 +233,100 @@ def plain_enqueue(path: Any) -> str:
     return str(queue.enqueue("tests.external_callables.touch", str(path)).id)
 
 
+@contextmanager
+def database_slowed_for_other_processes(busy: float = 0.2, free: float = 0.1) -> Iterator[None]:
+    """Another writer holds the jobs table `busy` seconds out of every `busy + free` while inside: every
+    write of the other processes (the mirrors, the reconciler) waits for it, as on a slow database."""
+    stop = threading.Event()
+    settings_dict = connections["default"].settings_dict
+
+    def hold() -> None:
+        if connections["default"].vendor == "sqlite":
+            lock = sqlite3.connect(settings_dict["NAME"], timeout=30, isolation_level=None)
+            try:
+                while not stop.is_set():
+                    lock.execute("BEGIN IMMEDIATE")
+                    stop.wait(busy)
+                    lock.execute("COMMIT")
+                    stop.wait(free)
+            finally:
+                lock.close()
+            return
+        try:
+            while not stop.is_set():
+                with transaction.atomic(), connections["default"].cursor() as cursor:
+                    cursor.execute(f"LOCK TABLE {Job._meta.db_table} IN EXCLUSIVE MODE")
+                    stop.wait(busy)
+                stop.wait(free)
+        finally:
+            connections.close_all()
+
+    holder = threading.Thread(target=hold, name="slow-database")
+    holder.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        holder.join(10)
+
+
 @pytest.mark.slow
 def test_plain_django_rq_jobs_are_refused_and_recorded_and_block_nothing(processes, tmp_path):
-    markers = [tmp_path / f"ran-{index}" for index in range(40)]
-    job_ids = [plain_enqueue(marker) for marker in markers]
-    ours = services.job_enqueue(type="example", params={"duration": 0}, queue="high")
-    processes.worker("high", worker_class="jobs.worker.SimpleWorker")
-    wait_for(
-        lambda: Job.objects.filter(pk__in=job_ids, status=JobStatus.FAILED).count() == len(job_ids),
-        60,
-        message="a failed row for each",
+    """Hundreds of them, on a slow database, while a worker is killed: the history keeps up with them,
+    and the reconciler, which judges nothing while the history is more than 30 s behind, still judges
+    the dead worker's job within its deadline."""
+    started = [  # at once: each takes seconds to start
+        processes.start("runscheduler", "--tick", "0.2"),
+        victim := processes.start("rqworker", "default"),
+        processes.start("rqworker", "high", "--worker-class", "jobs.worker.SimpleWorker"),
+    ]
+    processes.wait_until_logged(started[0], " started (tick ", "the scheduler to start")
+    for worker_process in started[1:]:
+        processes.wait_until_listening(worker_process)
+    running = services.job_enqueue(type="example", params={"duration": 60, "steps": 60})
+    wait_for(lambda: Job.objects.get(pk=running.pk).status == JobStatus.STARTED, 30, message="the job to start")
+    markers = [tmp_path / f"ran-{index}" for index in range(300)]
+    conn = queues.redis()
+    behind = [0.0]
+
+    def watching(condition: Any) -> Any:
+        """The condition, noting how far behind the history is each time it is looked at."""
+
+        def look() -> Any:
+            behind[0] = max(behind[0], reconcile.mirror_backlog_age(conn))
+            return condition()
+
+        return look
+
+    with database_slowed_for_other_processes():
+        job_ids = [plain_enqueue(marker) for marker in markers]
+        ours = services.job_enqueue(type="example", params={"duration": 0}, queue="high")
+        os.killpg(victim.pid, signal.SIGKILL)  # the worker and its mirror; its horse dies with it
+        victim.wait(5)
+        killed_at = time.monotonic()
+        # Its liveness key expires, the next round judges it; its write waits for the slow database.
+        deadline = settings.JOBS_WORKER_DEAD_AFTER + settings.JOBS_RECONCILE_INTERVAL + 3
+        wait_for(
+            watching(lambda: Job.objects.get(pk=running.pk).status != JobStatus.STARTED),
+            deadline + 10,
+            interval=0.2,
+            message="the killed worker's job to be judged",
+        )
+        judged_after = time.monotonic() - killed_at
+        wait_for(
+            watching(lambda: Job.objects.filter(pk__in=job_ids, status=JobStatus.FAILED).count() == len(job_ids)),
+            30,
+            interval=0.2,
+            message="a failed row for each",
+        )
+    print(
+        f"[figure] {len(job_ids)} plain django-rq jobs on a slow database: the killed worker's job judged "
+        f"{judged_after:.1f}s after the kill; the history at most {behind[0]:.1f}s behind"
     )
+    assert judged_after <= deadline
+    assert behind[0] < reconcile.MIRROR_BEHIND_SECONDS
+    assert "the mirror is behind" not in processes.log(started[0])  # no round of the reconciler skipped
+    assert timeline_outcomes(running) == [AttemptOutcome.ABANDONED]
     row = Job.objects.get(pk=job_ids[0])
     assert row.type == "external"
     assert row.params["callable"] == "tests.external_callables.touch"
@@ -243,8 +336,12 @@ def test_plain_django_rq_jobs_are_refused_and_recorded_and_block_nothing(process
     assert not any(marker.exists() for marker in markers)
     # Our own job on the same queue, behind them, runs; the history keeps up and the reconciler judges.
     wait_for(lambda: Job.objects.get(pk=ours.pk).status == JobStatus.FINISHED, 30, message="our job")
-    assert mirror.oldest_unapplied_ms(queues.redis()) is None
+    wait_for(lambda: mirror.oldest_unapplied_ms(conn) is None, 10, message="the history to catch up")
     assert reconcile.reconcile().skipped_mirror_behind is False
+
+
+def timeline_outcomes(job: Job) -> list[str]:
+    return list(JobAttempt.objects.filter(job=job).order_by("number").values_list("outcome", flat=True))
 
 
 @pytest.mark.slow
@@ -265,16 +362,57 @@ def test_an_allowed_plain_django_rq_job_runs_and_is_recorded(processes, tmp_path
 
 
 @pytest.mark.slow
-def test_while_the_stream_is_over_its_limit_progress_is_skipped_and_transitions_kept(processes):
+def test_while_the_stream_is_over_its_limit_progress_is_skipped_results_are_previews_and_the_backlog_shows(
+    processes, tmp_path
+):
     conn = queues.redis()
-    for _ in range(30):  # a backlog: entries the mirror keeps for a while even once applied
-        conn.xadd(events.STREAM, {"e": "{}"})
+    # A backlog: transitions the history cannot take yet (their rows are not visible: the mirror keeps
+    # them waiting, as it keeps every transition while the database is away).
+    for _ in range(30):
+        events.emit(conn, str(uuid.uuid4()), events.STARTED, 1, w="elsewhere")
     job = services.job_enqueue(type="example", params={"duration": 0.3, "steps": 6})
-    processes.worker("default", worker_class="jobs.worker.SimpleWorker", JOBS_STREAM_BACKLOG_LIMIT="10")
-    wait_for(lambda: Job.objects.get(pk=job.pk).status == JobStatus.FINISHED, 20, message="the job to finish")
+    recipients = [f"recipient-{index:02d}@example.com" for index in range(50)]
+    email = services.job_enqueue(type="email", params={"to": recipients, "subject": "Backlog", "body": "Hi"})
+    processes.worker(
+        "high",
+        "default",
+        worker_class="jobs.worker.SimpleWorker",
+        JOBS_STREAM_BACKLOG_LIMIT="10",
+        EMAIL_FILE_PATH=str(tmp_path / "mail"),
+    )
+    wait_for(
+        lambda: Job.objects.filter(pk__in=[job.pk, email.pk], status=JobStatus.FINISHED).count() == 2,
+        20,
+        message="both jobs to finish",
+    )
     kinds = [entry[1][b"e"] for entry in conn.xrange(events.STREAM)]
     mine = [events.decode("0-0", {b"e": raw}) for raw in kinds if str(job.pk).encode() in raw]
     assert [event.kind for event in mine if event] == [events.STARTED, events.FINISHED]
+
+    # The e-mail's result (its 50 recipients) is far under the usual bound, over the backlog's: a preview.
+    email.refresh_from_db()
+    whole = {"sent": 1, "to": recipients}
+    assert email.result["truncated"] is True
+    assert events.BACKLOG_RESULT_BYTES < email.result["bytes"] < events.MAX_RESULT_BYTES
+    assert email.result["bytes"] > len(json.dumps(whole))
+    assert email.result["preview"].startswith(json.dumps(whole)[:200])
+    assert len(email.result["preview"]) <= events.BACKLOG_RESULT_BYTES
+
+    # Queue health shows the backlog, in the API and in /metrics.
+    viewer = APIClient()
+    viewer.force_authenticate(make_user("vera", groups=(VIEWERS,)))
+
+    def mirror_health() -> dict[str, Any]:
+        response = viewer.get("/api/jobs/stats")
+        assert response.status_code == 200, response.content
+        found: dict[str, Any] = response.json()["health"]["mirror"]
+        return found
+
+    health = wait_for(lambda: (found := mirror_health())["backlog"] == 30 and found, 5, message="the backlog")
+    assert health["oldest_age"] is not None
+    samples = scrape()
+    assert value(samples, "jobs_mirror_backlog") == 30
+    assert value(samples, "jobs_mirror_oldest_seconds") >= health["oldest_age"]
 
 
 # --- a transaction Redis runs too late to answer in time is taken back --------------------------

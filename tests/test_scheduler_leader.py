@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from collections import Counter
 from datetime import timedelta
 from typing import Any
@@ -51,18 +50,28 @@ def test_rounds_slower_than_the_lock_and_a_leader_frozen_past_it_enqueue_each_du
     ]
     first, second = processes.scheduler(**env), processes.scheduler(**env)
     leader = leader_pid()
-    time.sleep(4)  # a round or more, each slower than the lock: the lock is renewed while it works
-    assert leader_pid() == leader
+    runs = ScheduleRun.objects.filter(schedule__in=made)
+
+    def a_round_done_under_one_leader() -> bool:
+        assert leader_pid() == leader  # the lock is renewed while the round works
+        return runs.exists()
+
+    # A round slower than the lock (its runs are written at its end), the lock held all along.
+    wait_for(a_round_done_under_one_leader, 20, interval=0.2, message="a first round")
 
     os.kill(leader, signal.SIGSTOP)  # frozen past its lock: the standby takes over
     frozen, standby = (first, second.pid) if leader == first.pid else (second, first.pid)
     wait_for(lambda: leader_pid() == standby, 20, message="the standby to take over")
     os.kill(leader, signal.SIGCONT)  # wakes in the middle of its round, and finishes it
-    time.sleep(12)
-    processes.stop_all()
+
+    def all_done() -> bool:
+        promoted = {str(job.pk) for job in delayed} <= set(queued_ids())
+        return promoted and runs.count() >= 200 and "lost the scheduler lock" in processes.log(frozen)
+
+    wait_for(all_done, 40, interval=0.2, message="every delayed job promoted, a few hundred runs, the leader aside")
+    processes.stop_all()  # each finishes the round it is in (the woken one's, too), then exits
     assert "lost the scheduler lock" in processes.log(frozen)  # it noticed, and stood by
 
-    runs = ScheduleRun.objects.filter(schedule__in=made)
     per_due = Counter(runs.values_list("schedule_id", "due_at"))
     print(
         f"[figure] two schedulers, rounds slower than the lock, leader frozen past it: {runs.count()} runs, "
