@@ -4,8 +4,8 @@
     .venv/bin/python bench/schedules.py --schedules 500 --delayed 5000   # a smoke run, about a minute
     .venv/bin/python bench/schedules.py --help
 
-Both parts run one real scheduler process (`manage.py runscheduler --tick T`, DEBUG off, no
-worker) against a fresh database, and stop it at the end of the part.
+Both parts run one real scheduler process (`manage.py runscheduler`, its default tick unless
+--tick, DEBUG off, no worker) against a fresh database, and stop it at the end of the part.
 
 1. **Schedules**: with the scheduler active (it holds its Redis lock), N enabled interval
    schedules (type `example`, params {"duration": 0}, every 3600 s) are bulk-inserted, their
@@ -23,9 +23,9 @@ worker) against a fresh database, and stop it at the end of the part.
    after T, jobs per second), that none was promoted twice (list length exactly N, N distinct
    ids, the created ids), and when the rows all say `queued` (the scheduler's mirror thread).
 
-Only Redis database 10 is used (flushed at the start and the end) and the Postgres database
-`bench_schedules` (created, dropped at the end unless --keep); with --sqlite a file in a
-temporary directory instead. Results go to bench/results/schedules-<time>.json.
+Only Redis database 10 is used (flushed at the start and the end; --redis-db) and the Postgres
+database `bench_schedules` (created, dropped at the end unless --keep; --database); with --sqlite
+a file in a temporary directory instead. Results go to bench/results/schedules-<time>.json.
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ from typing import Any
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
-REDIS_URL = "redis://127.0.0.1:6379/10"  # the only Redis database this benchmark may touch
+REDIS_URL = "redis://127.0.0.1:6379/10"  # the only Redis database this benchmark may touch (--redis-db)
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
-PG_DB = "bench_schedules"
+PG_DB = "bench_schedules"  # --database
 TARGET_P99_S = 1.0
 EVERY = 3600  # seconds: each schedule is due once during the bench
 JOB_TYPE, JOB_PARAMS = "example", {"duration": 0}
@@ -510,7 +510,7 @@ def part_delayed(args: argparse.Namespace, env: dict[str, str], tmp: Path) -> di
 
 
 def report(args: argparse.Namespace, one: dict[str, Any] | None, two: dict[str, Any] | None) -> None:
-    tick = f"--tick {args.tick:g}" if args.tick is not None else "the default tick (1 s)"
+    tick = f"--tick {args.tick:g}" if args.tick is not None else "its default tick (1 s)"
     print()
     print(
         f"Scheduler at scale ({'SQLite' if args.sqlite else 'PostgreSQL'}, "
@@ -586,8 +586,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--delayed", type=int, default=100_000, help="delayed jobs in part 2 (default 100000; 0 skips)")
     parser.add_argument("--window", type=float, default=60.0, help="seconds the schedules' due times span (default 60)")
     parser.add_argument(
-        "--tick", type=float, default=0.2, help="the scheduler's --tick (default 0.2; 0 for the command's default, 1 s)"
+        "--tick", type=float, default=None, help="the scheduler's --tick (default: none given, the command's own, 1 s)"
     )
+    parser.add_argument("--redis-db", type=int, default=10, help="the Redis database to use, and flush (default 10)")
+    parser.add_argument("--database", default=PG_DB, help=f"the Postgres database to create and drop (default {PG_DB})")
     parser.add_argument("--lead", type=float, default=3.0, help="seconds from the creation to the first due time")
     parser.add_argument(
         "--timeout", type=float, default=180.0, help="seconds after the last due time before a part gives up"
@@ -602,13 +604,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.tick == 0:
         args.tick = None
+    if args.redis_db < 1:
+        parser.error("--redis-db must not be 0 (the default database)")
     if args.schedules < 0 or args.delayed < 0:
         parser.error("--schedules and --delayed must be >= 0")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
+    global REDIS_URL, PG_DB
     args = parse_args(argv)
+    REDIS_URL, PG_DB = f"redis://127.0.0.1:6379/{args.redis_db}", args.database
     tmp = Path(tempfile.mkdtemp(prefix="bench-schedules-"))
     database = Database(args.sqlite, tmp, args.keep)
     began = time.time()

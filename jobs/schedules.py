@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 BATCH = 1000
 #: A timing error's field, as the schedule's form and API name it.
 TIMING_FIELDS = {"cron": "cron", "every": "every", "timezone": "timezone", "end": "end_at"}
+#: The fields a schedule's next run time depends on: a change of one of them sets it anew.
+TIMING = ("cron", "every", "timezone", "start_at", "end_at", "enabled")
 
 User = AbstractBaseUser | AnonymousUser | None
 
@@ -68,6 +70,9 @@ def validate(schedule: Schedule) -> dict[str, list[str]]:
                 )
     if schedule.queue and schedule.queue not in queues.QUEUE_NAMES:
         errors["queue"] = [f"unknown queue {schedule.queue!r}; queues are {', '.join(queues.QUEUE_NAMES)}"]
+    if schedule.missed not in Schedule.Missed.values:
+        policies = " or ".join(Schedule.Missed.values)
+        errors["missed"] = [f"{schedule.missed!r} is not a policy for missed runs; use {policies}"]
     return errors
 
 
@@ -75,14 +80,28 @@ def _set_next_due(schedule: Schedule, now: datetime) -> None:
     schedule.next_due_at = timing_of(schedule).next_after(now) if schedule.enabled else None
 
 
+def _timing_changed(schedule: Schedule) -> bool:
+    """Whether a schedule is new, or its stored timing (or enabled flag) differs from its own."""
+    if schedule.pk is None:
+        return True
+    stored = Schedule.objects.filter(pk=schedule.pk).values(*TIMING).first()
+    return stored is None or any(stored[name] != getattr(schedule, name) for name in TIMING)
+
+
 def schedule_save(*, schedule: Schedule) -> Schedule:
-    """Create or change a schedule; its next run time follows at once (the scheduler reads it every tick)."""
+    """Create or change a schedule; its next run time follows at once (the scheduler reads it every tick).
+
+    A change of its timing (expression, interval, zone, start, end) or of its enabled flag sets its
+    next run time anew, after now; any other change (its params, its queue, its name...) keeps it,
+    so that a run that is due, or was missed while no scheduler ran, is still made by its policy.
+    """
     if not schedule.timezone:
         schedule.timezone = settings.TIME_ZONE
     errors = validate(schedule)
     if errors:
         raise InvalidJobRequest(errors)
-    _set_next_due(schedule, timezone.now())
+    if _timing_changed(schedule):
+        _set_next_due(schedule, timezone.now())
     schedule.save()
     return schedule
 
@@ -121,6 +140,16 @@ def local_time(schedule: Schedule, moment: datetime | None, seconds: bool = True
     except timing.InvalidTiming:
         shown = moment
     return f"{shown:%Y-%m-%d %H:%M{':%S' if seconds else ''} %Z}"
+
+
+def next_due(after: datetime) -> datetime | None:
+    """The earliest next run time of the enabled schedules later than `after` (one indexed query)."""
+    return (
+        Schedule.objects.filter(enabled=True, next_due_at__gt=after)
+        .order_by("next_due_at")
+        .values_list("next_due_at", flat=True)
+        .first()
+    )
 
 
 def run_due(now: datetime | None = None) -> int:
@@ -238,27 +267,71 @@ def schedule_run_now(*, schedule: Schedule, user: User = None, via: str = servic
 
 def sync_declared(declared: list[dict[str, Any]] | None = None) -> list[Schedule]:
     """Make the schedules declared in code (`JOBS_SCHEDULES`) exist as declared; remove the declared
-    ones no longer there. Whether one is enabled stays as the admin set it."""
+    ones no longer there. Whether one is enabled stays as the admin set it, and so does its next run
+    time while its timing is the same (a run due, or missed while no scheduler ran, is still made).
+
+    Each is applied on its own: a bad one (an unknown type, a start that is not a date...) is left as
+    it was while the others are applied, then all the bad ones are refused together, as
+    `InvalidJobRequest` errors keyed "JOBS_SCHEDULES '<name>'.<field>".
+    """
     declared = settings.JOBS_SCHEDULES if declared is None else declared
-    kept = []
-    with transaction.atomic():
-        for entry in declared:
-            schedule = Schedule.objects.filter(name=entry["name"]).first() or Schedule(name=entry["name"])
-            schedule.declared = True
-            schedule.type = entry["type"]
-            schedule.params = dict(entry.get("params") or {})
-            schedule.queue = entry.get("queue", "")
-            schedule.cron = entry.get("cron", "")
-            schedule.every = entry.get("every")
-            schedule.timezone = entry.get("timezone", settings.TIME_ZONE)
-            schedule.missed = entry.get("missed", Schedule.Missed.ONCE)
-            schedule.start_at = entry.get("start_at")
-            schedule.end_at = entry.get("end_at")
-            try:
-                kept.append(schedule_save(schedule=schedule))
-            except InvalidJobRequest as exc:
-                raise InvalidJobRequest(
-                    {f"JOBS_SCHEDULES {entry['name']!r}.{k}": v for k, v in exc.errors.items()}
-                ) from exc
-        Schedule.objects.filter(declared=True).exclude(name__in=[entry["name"] for entry in declared]).delete()
+    kept: list[Schedule] = []
+    errors: dict[str, list[str]] = {}
+    for entry in declared:
+        try:
+            with transaction.atomic():
+                kept.append(_sync_one(entry))
+        except InvalidJobRequest as exc:
+            errors.update({f"JOBS_SCHEDULES {entry['name']!r}.{k}": v for k, v in exc.errors.items()})
+    Schedule.objects.filter(declared=True).exclude(name__in=[entry["name"] for entry in declared]).delete()
+    if errors:
+        raise InvalidJobRequest(errors)
     return kept
+
+
+def _sync_one(entry: dict[str, Any]) -> Schedule:
+    schedule = Schedule.objects.select_for_update().filter(name=entry["name"]).first() or Schedule(name=entry["name"])
+    schedule.declared = True
+    schedule.type = entry["type"]
+    schedule.params = dict(entry.get("params") or {})
+    schedule.queue = entry.get("queue") or ""
+    schedule.cron = entry.get("cron") or ""
+    schedule.every = entry.get("every")
+    schedule.timezone = entry.get("timezone") or settings.TIME_ZONE
+    schedule.missed = entry.get("missed") or Schedule.Missed.ONCE
+    errors: dict[str, list[str]] = {}
+    if schedule.every is not None and (isinstance(schedule.every, bool) or not isinstance(schedule.every, int)):
+        errors["every"] = [f"{schedule.every!r} is not a number of seconds"]
+    for field in ("start_at", "end_at"):
+        try:
+            setattr(schedule, field, _declared_moment(entry.get(field), schedule.timezone))
+        except ValueError as exc:
+            errors[field] = [str(exc)]
+    if errors:
+        raise InvalidJobRequest(errors)
+    return schedule_save(schedule=schedule)
+
+
+def _declared_moment(value: Any, zone_name: str) -> datetime | None:
+    """A declared schedule's start or end: ISO 8601 text (or a datetime); without an offset, a wall
+    time of the schedule's zone. ValueError, with a message, for anything else."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not a date and time in ISO 8601, such as 2027-01-01T09:00:00+01:00 "
+                "(without an offset: in the schedule's time zone)"
+            ) from None
+    elif isinstance(value, datetime):
+        moment = value
+    else:
+        raise ValueError(f"{value!r} is not a date and time: give ISO 8601 text, such as 2027-01-01T09:00:00+01:00")
+    if moment.tzinfo is None:
+        try:
+            moment = moment.replace(tzinfo=timing.zone(zone_name))
+        except timing.InvalidTiming:
+            moment = moment.replace(tzinfo=timing.zone(settings.TIME_ZONE))  # the zone's own error says why
+    return moment

@@ -270,7 +270,8 @@ JOBS_EXTERNAL_CALLABLES = env_list("JOBS_EXTERNAL_CALLABLES", "")
 
 def env_schedules(name: str) -> list[dict[str, Any]]:
     """Schedules declared in code: a JSON list of objects (name, type, cron or every, and optionally
-    params, queue, timezone, missed, start_at, end_at); the scheduler makes them exist at its start."""
+    params, queue, timezone, missed, start_at, end_at: ISO 8601, without an offset in the schedule's
+    timezone); the scheduler makes them exist at its start, each on its own (a bad one is logged)."""
     import json
 
     try:

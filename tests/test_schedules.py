@@ -3,6 +3,7 @@ database, exactly once under concurrent schedulers, the admin and the API."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
@@ -12,13 +13,15 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.contrib.auth.models import User
 from django.db import connections
-from django.test import Client
+from django.test import Client, override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from jobs import queues, schedules, timing
+from jobs import queues, schedules, services, timing
 from jobs.errors import InvalidJobRequest
 from jobs.models import Job, JobAudit, Schedule, ScheduleRun
+from jobs.rqstore import MirroredJob
+from jobs.scheduler import Scheduler
 from jobs.statuses import JobStatus
 from tests.conftest import wait_for
 from tests.helpers import OPERATORS, VIEWERS, make_user
@@ -159,6 +162,34 @@ def test_runs_missed_while_no_scheduler_ran_follow_the_schedules_policy(redis_db
         assert (run.due_at, run.missed) == (first + timedelta(hours=2), True)
 
 
+@pytest.mark.parametrize(
+    ("first_day", "walls"),
+    [
+        # 02:30 does not exist on 29 March: its run is at 03:30 by the new clock.
+        (utc(2026, 3, 28), ["02:30 CET", "03:30 CEST", "02:30 CEST"]),
+        # 02:30 happens twice on 25 October: one run, at the first (summer time).
+        (utc(2026, 10, 24), ["02:30 CEST", "02:30 CEST", "02:30 CET"]),
+    ],
+    ids=["spring forward", "fall back"],
+)
+def test_every_day_at_0230_berlin_makes_one_run_a_day_across_a_clock_change(redis_db, first_day, walls):
+    schedule = make_schedule(name="nightly", cron="30 2 * * *", timezone="Europe/Berlin", missed=Schedule.Missed.SKIP)
+    # As if made the evening before: the scheduler's rounds then come every ten minutes for three days.
+    Schedule.objects.filter(pk=schedule.pk).update(next_due_at=schedules.timing_of(schedule).next_after(first_day))
+    moment = first_day
+    while moment < first_day + timedelta(days=3):
+        moment += timedelta(minutes=10)
+        schedules.run_due(now=moment)
+
+    runs = list(schedule.runs.order_by("due_at"))
+    assert [f"{run.due_at.astimezone(BERLIN):%H:%M %Z}" for run in runs] == walls
+    assert [run.due_at.astimezone(BERLIN).date() for run in runs] == [
+        (first_day + timedelta(days=day)).date() for day in range(3)
+    ]
+    assert not any(run.missed for run in runs)  # each made at its time (a late one would be skipped)
+    assert len(jobs_of(schedule)) == 3
+
+
 def test_an_edit_or_a_disable_is_followed_at_the_next_tick(redis_db):
     schedule = make_schedule()
     first = schedule.next_due_at
@@ -237,6 +268,99 @@ def test_schedules_declared_in_code_appear_keep_their_enabled_flag_and_go_when_r
     assert not Schedule.objects.exists()
 
 
+def test_a_schedules_job_gets_its_types_retry_policy(redis_db):
+    schedule = make_schedule(
+        name="digest", type="email", params={"to": "ops@example.com", "subject": "Digest", "body": "..."}
+    )
+    assert schedule.next_due_at is not None
+    assert schedules.run_due(now=schedule.next_due_at) == 1
+    (job,) = jobs_of(schedule)
+    assert (job.type, job.queue, job.max_attempts) == ("email", "high", 5)  # email: RetryPolicy(max_attempts=5)
+    stored = MirroredJob.fetch(str(job.pk), connection=queues.redis(), serializer=queues.SERIALIZER)
+    assert stored.retries_left == 4
+
+
+DECLARED = {"name": "each 5 min", "type": "example", "params": {"duration": 0}, "cron": "*/5 * * * *"}
+
+
+@pytest.mark.parametrize(
+    ("policy", "down", "made", "missed"),
+    [
+        # The leader died at the due time; a scheduler takes over 15 s later.
+        (Schedule.Missed.ONCE, timedelta(0), 1, False),
+        (Schedule.Missed.SKIP, timedelta(0), 1, False),  # a run on time is always made
+        # No scheduler ran for two hours; one starts two minutes after a due time.
+        (Schedule.Missed.ONCE, timedelta(hours=2), 1, True),
+        (Schedule.Missed.SKIP, timedelta(hours=2), 0, True),
+    ],
+    ids=["takeover-once", "takeover-skip", "down-once", "down-skip"],
+)
+def test_a_declared_schedule_due_while_no_scheduler_ran_follows_its_policy_after_a_start(
+    redis_db, policy, down, made, missed
+):
+    declared = [{**DECLARED, "timezone": "UTC", "missed": policy}]
+    schedules.sync_declared(declared)  # the last scheduler's start
+    latest = timezone.now().replace(second=0, microsecond=0)
+    latest -= timedelta(minutes=latest.minute % 5)  # the last due time
+    # Its next run time was then, or two hours before; no scheduler made the run.
+    Schedule.objects.filter(name=DECLARED["name"]).update(next_due_at=latest - down)
+
+    schedules.sync_declared(declared)  # the next scheduler's first round
+    assert Schedule.objects.get(name=DECLARED["name"]).next_due_at == latest - down
+    back = latest + (timedelta(minutes=2) if down else timedelta(seconds=15))
+    assert schedules.run_due(now=back) == made
+    schedule = Schedule.objects.get(name=DECLARED["name"])
+    assert [(run.due_at, run.missed) for run in schedule.runs.all()] == ([(latest, missed)] if made else [])
+    assert len(jobs_of(schedule)) == made
+    assert schedule.next_due_at == latest + timedelta(minutes=5)  # then as usual
+
+    # A change of its timing in code sets its next run time anew, as an edit in the admin does.
+    schedules.sync_declared([{**declared[0], "cron": "0 3 * * *"}])
+    schedule.refresh_from_db()
+    assert schedule.next_due_at == timing.Timing(cron="0 3 * * *").next_after(timezone.now())
+
+
+def test_a_declared_start_and_end_are_read_as_iso_8601_in_the_schedules_zone():
+    (later, berlin) = schedules.sync_declared(
+        [
+            {**DECLARED, "name": "later", "every": 60, "cron": "", "start_at": "2027-01-01T00:00:00+00:00"},
+            {
+                **DECLARED,
+                "name": "berlin",
+                "timezone": "Europe/Berlin",
+                "start_at": "2027-07-01T09:00",
+                "end_at": "2027-07-02 09:00:00",
+            },
+        ]
+    )
+    assert (later.start_at, later.next_due_at, later.end_at) == (utc(2027, 1, 1), utc(2027, 1, 1), None)
+    # Without an offset: the schedule's own zone (summer time in Berlin, UTC+2).
+    berlin.refresh_from_db()
+    assert (berlin.start_at, berlin.end_at) == (utc(2027, 7, 1, 7), utc(2027, 7, 2, 7))
+    assert berlin.next_due_at == utc(2027, 7, 1, 7)
+
+
+def test_a_bad_declared_start_is_refused_by_name_and_the_other_declared_schedules_apply(redis_db, caplog):
+    declared = [
+        {**DECLARED, "name": "good"},
+        {**DECLARED, "name": "bad start", "start_at": "next Monday"},
+        {**DECLARED, "name": "bad end", "end_at": 1767225600},
+    ]
+    with pytest.raises(InvalidJobRequest) as caught:
+        schedules.sync_declared(declared)
+    errors = caught.value.errors
+    assert "is not a date and time in ISO 8601" in errors["JOBS_SCHEDULES 'bad start'.start_at"][0]
+    assert "is not a date and time" in errors["JOBS_SCHEDULES 'bad end'.end_at"][0]
+    assert list(Schedule.objects.values_list("name", flat=True)) == ["good"]
+
+    # The scheduler says so in its log, and goes on with the others.
+    Schedule.objects.all().delete()
+    with override_settings(JOBS_SCHEDULES=declared), caplog.at_level(logging.ERROR, logger="jobs.scheduler"):
+        Scheduler(tick=1.0, reconcile_every=3600).run_once()
+    assert "JOBS_SCHEDULES 'bad start'.start_at" in caplog.text
+    assert list(Schedule.objects.values_list("name", flat=True)) == ["good"]
+
+
 # --- the admin and the API ----------------------------------------------------------------------------
 
 
@@ -313,6 +437,33 @@ def test_the_admin_makes_a_schedule_shows_its_next_run_in_its_zone_and_runs_it_n
     assert (schedule.enabled, schedule.next_due_at) == (False, None)
 
 
+def test_declared_schedules_appear_in_the_admin_once_a_scheduler_was_active(operator, redis_db):
+    assert "nightly digest" not in operator.get("/admin/jobs/schedule/").content.decode()
+    declared = [{"name": "nightly digest", "type": "example", "cron": "30 2 * * *", "timezone": "Europe/Berlin"}]
+    with override_settings(JOBS_SCHEDULES=declared):
+        Scheduler(tick=1.0, reconcile_every=3600).run_once()  # its first round as the active scheduler
+    listing = operator.get("/admin/jobs/schedule/").content.decode()
+    assert "nightly digest" in listing
+    assert "02:30 CE" in listing
+    schedule = Schedule.objects.get()
+    page = operator.get(f"/admin/jobs/schedule/{schedule.pk}/change/").content.decode()
+    assert "declared in code" in page.lower()
+
+
+def test_the_admin_enable_action_runs_a_disabled_schedule_again_from_its_next_time(operator, redis_db):
+    schedule = make_schedule(name="hourly", cron="0 * * * *", enabled=False)
+    assert schedule.next_due_at is None
+    response = operator.post(
+        "/admin/jobs/schedule/", {"action": "enable", "_selected_action": [schedule.pk]}, follow=True
+    )
+    assert "1 schedule(s) enabled." in response.content.decode()
+    schedule.refresh_from_db()
+    now = timezone.now()
+    assert schedule.enabled
+    assert schedule.next_due_at == timing.Timing(cron="0 * * * *").next_after(now)
+    assert schedules.run_due(now=schedule.next_due_at) == 1
+
+
 def test_the_api_lists_schedules_to_viewers_only():
     make_schedule(name="hourly", cron="0 * * * *")
     api = APIClient()
@@ -335,3 +486,19 @@ def test_the_scheduler_process_runs_a_schedule_at_each_due_time_once(processes):
     assert len(set(due)) == len(due)
     assert {(later - earlier).total_seconds() for earlier, later in pairwise(due)} == {1.0}
     assert Job.objects.filter(pk__in=schedule.runs.values("job_id")).count() == len(due)
+
+
+@pytest.mark.slow
+def test_the_scheduler_wakes_for_a_due_time_sooner_than_its_tick(processes):
+    first = timezone.now().replace(microsecond=0) + timedelta(seconds=12)  # the scheduler is up by then
+    schedule = make_schedule(name="every two seconds", every=2, start_at=first)
+    delayed = services.job_enqueue(type="example", params={"duration": 0}, run_at=first + timedelta(seconds=3))
+    processes.start("runscheduler", "--tick", "60")  # its first round comes before the first due time
+    wait_for(lambda: schedule.runs.count() >= 3, 40, interval=0.05, message="three runs")
+    runs = list(schedule.runs.order_by("due_at"))[:3]
+    assert [(run.due_at - runs[0].due_at).total_seconds() for run in runs] == [0, 2, 4]
+    late = [round((run.created_at - run.due_at).total_seconds(), 3) for run in runs]
+    assert max(late[1:]) < 0.5, late  # at their time, not at the next tick a minute later
+    job = wait_for(lambda: Job.objects.filter(pk=delayed.pk, status=JobStatus.QUEUED).first(), 10)
+    assert job.enqueued_at is not None
+    assert (job.enqueued_at - (first + timedelta(seconds=3))).total_seconds() < 0.5

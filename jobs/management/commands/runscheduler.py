@@ -10,7 +10,13 @@ class Command(BaseCommand):
     help = "Run the scheduler: promotes delayed jobs and retries when due, runs schedules, reconciles, mirrors events."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--tick", type=float, default=1.0, help="Seconds between two rounds (default 1).")
+        parser.add_argument(
+            "--tick",
+            type=float,
+            default=1.0,
+            help="The most seconds between two rounds (default 1); a round also starts when a schedule or a "
+            "delayed job is due.",
+        )
         parser.add_argument(
             "--reconcile-every", type=float, default=None, help="Seconds between reconciler runs (default: setting)."
         )
