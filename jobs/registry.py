@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import random
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Union, get_args, get_origin
@@ -141,6 +141,9 @@ class JobType:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     timeout: int = 600
     description: str = ""
+    #: Schedules declared next to the type (`job_type(..., schedules=[...])`): the entries of
+    #: `JOBS_SCHEDULES` without their "type".
+    schedules: tuple[dict[str, Any], ...] = ()
 
     def validate(self, raw: Any) -> dict[str, Any]:
         """Return the params as they will be stored and passed, or raise InvalidParams."""
@@ -217,8 +220,14 @@ def job_type(
     retry: RetryPolicy | None = None,
     timeout: int = 600,
     description: str = "",
+    schedules: Sequence[dict[str, Any]] = (),
 ) -> Callable[[Callable[[Any], Any]], Callable[[Any], Any]]:
-    """Register the decorated function as the job type `name`."""
+    """Register the decorated function as the job type `name`.
+
+    `schedules`: recurring runs of the type, declared with it; each as an entry of `JOBS_SCHEDULES`
+    without its "type" (`{"name": "nightly report", "cron": "0 2 * * *", "params": {...}}`). The
+    active scheduler makes them exist, and they appear in the admin (`jobs.schedules.sync_declared`).
+    """
     if queue not in queues.QUEUE_NAMES:
         raise ValueError(f"job type {name!r}: unknown queue {queue!r}")
     if timeout < 1:
@@ -237,6 +246,7 @@ def job_type(
             retry=retry or RetryPolicy(),
             timeout=timeout,
             description=description or (func.__doc__ or "").strip().split("\n")[0],
+            schedules=tuple(dict(entry) for entry in schedules),
         )
         return func
 
@@ -252,6 +262,11 @@ def get(name: Any) -> JobType:
         known = ", ".join(sorted(_registry))
         raise UnknownJobType(f"unknown job type {name!r}; known types: {known}")
     return _registry[name]
+
+
+def declared_schedules() -> list[dict[str, Any]]:
+    """The schedules declared next to the registered types, as entries of `JOBS_SCHEDULES`."""
+    return [{**entry, "type": spec.name} for spec in _registry.values() for entry in spec.schedules]
 
 
 def find(name: Any) -> JobType | None:

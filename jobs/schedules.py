@@ -266,7 +266,8 @@ def schedule_run_now(*, schedule: Schedule, user: User = None, via: str = servic
 
 
 def sync_declared(declared: list[dict[str, Any]] | None = None) -> list[Schedule]:
-    """Make the schedules declared in code (`JOBS_SCHEDULES`) exist as declared; remove the declared
+    """Make the schedules declared in code (`JOBS_SCHEDULES`, and `schedules=` of `registry.job_type`)
+    exist as declared; remove the declared
     ones no longer there. Whether one is enabled stays as the admin set it, and so does its next run
     time while its timing is the same (a run due, or missed while no scheduler ran, is still made).
 
@@ -274,7 +275,8 @@ def sync_declared(declared: list[dict[str, Any]] | None = None) -> list[Schedule
     it was while the others are applied, then all the bad ones are refused together, as
     `InvalidJobRequest` errors keyed "JOBS_SCHEDULES '<name>'.<field>".
     """
-    declared = settings.JOBS_SCHEDULES if declared is None else declared
+    if declared is None:
+        declared = [*settings.JOBS_SCHEDULES, *registry.declared_schedules()]
     kept: list[Schedule] = []
     errors: dict[str, list[str]] = {}
     for entry in declared:

@@ -450,6 +450,43 @@ def test_declared_schedules_appear_in_the_admin_once_a_scheduler_was_active(oper
     assert "declared in code" in page.lower()
 
 
+@pytest.fixture
+def type_with_a_schedule():
+    """A job type declared with its schedule (`job_type(..., schedules=[...])`), unregistered after."""
+    from pydantic import BaseModel
+
+    from jobs import registry
+
+    class DigestParams(BaseModel):
+        to: str = "team"
+
+    @registry.job_type(
+        "test-digest",
+        params=DigestParams,
+        schedules=[
+            {"name": "weekly digest", "cron": "0 8 * * 1", "timezone": "Europe/Berlin", "params": {"to": "ops"}}
+        ],
+    )
+    def digest(params: DigestParams) -> None:
+        """Send the digest."""
+
+    yield "test-digest"
+    registry._registry.pop("test-digest", None)
+
+
+def test_a_schedule_declared_next_to_its_job_type_is_made_and_shown_in_the_admin(
+    operator, redis_db, type_with_a_schedule
+):
+    Scheduler(tick=1.0, reconcile_every=3600).run_once()  # its first round as the active scheduler
+    schedule = Schedule.objects.get(name="weekly digest")
+    assert (schedule.type, schedule.params, schedule.declared) == (type_with_a_schedule, {"to": "ops"}, True)
+    assert schedule.next_due_at == timing.Timing(cron="0 8 * * 1", timezone="Europe/Berlin").next_after(timezone.now())
+    listing = operator.get("/admin/jobs/schedule/").content.decode()
+    assert "weekly digest" in listing
+    assert schedules.run_due(now=schedule.next_due_at) == 1
+    assert Job.objects.get().params == {"to": "ops"}
+
+
 def test_the_admin_enable_action_runs_a_disabled_schedule_again_from_its_next_time(operator, redis_db):
     schedule = make_schedule(name="hourly", cron="0 * * * *", enabled=False)
     assert schedule.next_due_at is None
