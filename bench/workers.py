@@ -76,6 +76,7 @@ PRODUCT_MODES: dict[str, ProductMode] = {
         "product SimpleWorker, 2 processes", ("rqworker", QUEUE, "--worker-class", "jobs.worker.SimpleWorker")
     ),
     "product-pool": ProductMode("product pool (jobs_pool -n 2)", ("jobs_pool", "-n", "2", QUEUE), 1),
+    "product-threads": ProductMode("product threads (jobs_threads -c 4)", ("jobs_threads", "-c", "4", QUEUE), 1),
 }
 
 

@@ -31,6 +31,7 @@ ROLE_BY_COMMAND = {
     "rqworker": WORKER,
     "rqworker-pool": WORKER,
     "jobs_pool": WORKER,
+    "jobs_threads": WORKER,
     "runscheduler": SCHEDULER,
     "runserver": WEB,
 }

@@ -49,6 +49,12 @@ WAITING_RETRY_MAX = 1.0
 #: mirror shares the worker's process and its GIL: one transaction per event
 #: would cost a busy worker most of its throughput. The most it adds to the lag.
 BATCH_LINGER_SECONDS = 0.2
+#: A lingering mirror looks at the stream this often. It applies at once when this many events have
+#: come (the batch is big enough), or, after a batch of at least LINGER_BUSY_BATCH events, when none
+#: came since it last looked: the end of a burst reaches the history without waiting out the linger.
+LINGER_POLL_SECONDS = 0.025
+LINGER_ENOUGH = 200
+LINGER_BUSY_BATCH = 20
 #: Pending events of a consumer idle this long are taken over by another.
 CLAIM_IDLE_MS = 30_000
 #: The key a mirror keeps fresh while it (and the worker or scheduler it serves) is alive.
@@ -491,7 +497,7 @@ class MirrorThread(threading.Thread):
         self,
         conn: Redis,
         consumer: str,
-        alive_key: str | None = None,
+        alive_key: str | Iterable[str] | None = None,
         alive_ttl: int | None = None,
         parent_pid: int | None = None,
     ):
@@ -510,12 +516,24 @@ class MirrorThread(threading.Thread):
         self._stop_requested.set()
         self.join(timeout)
 
-    def _keep_alive(self) -> None:
+    def _alive_keys(self) -> list[str]:
+        """One key, or several: an iterable is read again at every beat (the threaded worker's
+        workers, `jobs.threads`, whose names change when one is replaced)."""
         if self.alive_key is None:
-            return
+            return []
+        return [self.alive_key] if isinstance(self.alive_key, str) else list(self.alive_key)
+
+    def _keep_alive(self) -> None:
         now = time.monotonic()
         if now - self._last_alive >= self.alive_ttl / 3:
-            self.redis.set(self.alive_key, "1", ex=self.alive_ttl)
+            keys = self._alive_keys()
+            if len(keys) == 1:
+                self.redis.set(keys[0], "1", ex=self.alive_ttl)
+            elif keys:
+                with self.redis.pipeline(transaction=False) as pipe:
+                    for key in keys:
+                        pipe.set(key, "1", ex=self.alive_ttl)
+                    pipe.execute()
             self._last_alive = now
 
     def run(self) -> None:
@@ -538,7 +556,7 @@ class MirrorThread(threading.Thread):
                     break
                 if not stopping and 0 < applied < self.drainer.batch_size:
                     # Caught up: let the next events gather rather than one transaction per event.
-                    self._stop_requested.wait(BATCH_LINGER_SECONDS)
+                    self._linger(busy=applied >= LINGER_BUSY_BATCH)
             except DatabaseError as exc:
                 log.warning("mirror: database unavailable (%s); retrying in %.1fs", exc, wait)
                 _discard_broken_connection()
@@ -556,13 +574,32 @@ class MirrorThread(threading.Thread):
                 log.exception("mirror: unexpected error")
                 if self._sleep_or_stop(wait) and stopping:
                     break
-        if self.alive_key is not None:
+        keys = self._alive_keys()
+        if keys:
             with contextlib.suppress(redis_lib.RedisError):
-                self.redis.delete(self.alive_key)
+                self.redis.delete(*keys)
         connection.close()
 
     def _sleep_or_stop(self, seconds: float) -> bool:
         return self._stop_requested.wait(seconds)
+
+    def _linger(self, busy: bool) -> None:
+        """Wait up to BATCH_LINGER_SECONDS for the next events, less when enough have come or, `busy`
+        (the last batch was big), when the stream went quiet. The stream's length tells (one cheap
+        command per look); a length that went down (a trim) ends the wait."""
+        deadline = time.monotonic() + BATCH_LINGER_SECONDS
+        start = seen = self._stream_length()
+        while not self._stop_requested.wait(max(0.0, min(LINGER_POLL_SECONDS, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                return
+            length = self._stream_length()
+            if length - start >= LINGER_ENOUGH or length < seen or (busy and length == seen):
+                return
+            seen = length
+
+    def _stream_length(self) -> int:
+        length: Any = self.redis.xlen(events.STREAM)
+        return int(length)
 
 
 class MirrorProcess:
@@ -575,7 +612,7 @@ class MirrorProcess:
     on the stream, then exits) or until the worker is gone.
     """
 
-    def __init__(self, redis_kwargs: dict[str, Any], consumer: str, alive_key: str):
+    def __init__(self, redis_kwargs: dict[str, Any], consumer: str, alive_key: str | Iterable[str]):
         self.redis_kwargs = redis_kwargs
         self.consumer = consumer
         self.alive_key = alive_key

@@ -4,9 +4,14 @@
 here). Each child is a full RQ worker of its own (`PoolWorker`: RQ's SimpleWorker with the
 product's mirror), so Redis holds exactly what it holds for `manage.py rqworker`: one worker key
 and heartbeat per child, the queue lists, the job hashes, the started, finished and failed
-registries. `rq info`, django-rq's dashboard and the reconciler read it as they always do. Each
-child forks its mirror process at its start, which drains the history and keeps the child's
-liveness key.
+registries. `rq info`, django-rq's dashboard and the reconciler read it as they always do.
+
+**One mirror process** for the whole pool, forked before the children and started again if it
+dies: it drains the history of every child and keeps the liveness key of each living child (the
+pool writes a child's key before it forks it, and takes it off the mirror's list and deletes it
+the moment the child is gone, `Pool._bury`). One process writing the history rather than one per
+child: fewer database writers (on SQLite they queue for one lock), bigger batches, a process less
+per child.
 
 What the pool adds to RQ's:
 
@@ -41,9 +46,10 @@ from multiprocessing import get_context
 from multiprocessing.process import BaseProcess
 from multiprocessing.sharedctypes import RawArray
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import rq
+from django.conf import settings
 from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
 from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
@@ -53,9 +59,13 @@ from rq.worker_pool import WorkerData, WorkerPool
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
 from jobs import logs, queues, rqstore
+from jobs.batching import BatchedWorkerMixin
 from jobs.errors import REDIS_ERRORS
-from jobs.mirror import alive_key
+from jobs.mirror import MirrorProcess, alive_key
 from jobs.worker import PRODUCT_WORKERS, MirrorWorkerMixin, _die_with
+
+if TYPE_CHECKING:
+    from jobs.threads import AliveNames
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +159,9 @@ def rss_mb() -> float:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-class PoolWorker(MirrorWorkerMixin, rq.SimpleWorker):
-    """A pool's child: runs jobs in its own process, one after the other, with the mirror.
+class PoolWorker(BatchedWorkerMixin, MirrorWorkerMixin, rq.SimpleWorker):
+    """A pool's child: runs jobs in its own process, one after the other, with the mirror, and RQ's
+    bookkeeping of each job in two Redis round trips (`jobs.batching`).
 
     Also usable under django-rq's `rqworker-pool --worker-class jobs.pool.PoolWorker` (stop,
     timeouts and replacement after an interrupted job work there too; `max_jobs`, the memory
@@ -159,11 +170,28 @@ class PoolWorker(MirrorWorkerMixin, rq.SimpleWorker):
 
     death_penalty_class = _JobPenalty
 
-    def __init__(self, *args: Any, max_memory_mb: float | None = None, slot: Slot | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        max_memory_mb: float | None = None,
+        slot: Slot | None = None,
+        pool_mirror: bool = False,
+        **kwargs: Any,
+    ):
         super().__init__(*args, **kwargs)
         self.max_memory_mb = max_memory_mb
         self._slot = slot
+        self._pool_mirror = pool_mirror
         self._interrupted = False
+
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        """In a pool: RQ's loop, batched, without a mirror of its own (the pool's drains this worker's
+        history and keeps its liveness key, which the pool wrote before forking it). Alone (django-rq's
+        `rqworker-pool`): with a mirror process of its own, as `manage.py rqworker`."""
+        if not self._pool_mirror:
+            return super().work(*args, **kwargs)
+        with self.batching():
+            return rq.SimpleWorker.work(self, *args, **kwargs)
 
     def subscribe(self) -> None:
         """RQ's command thread, started with the signals the main thread acts on blocked (stops,
@@ -236,6 +264,7 @@ class PoolWorker(MirrorWorkerMixin, rq.SimpleWorker):
         if asked is not None and now() - asked < timedelta(seconds=1):
             return  # the same stop, delivered twice (by the pool and to the process group)
         log.warning("worker %s: cold shut down; job %s abandoned", self.name, self.get_current_job_id_safe())
+        self.put_back_held()  # a job taken and not started yet
         with contextlib.suppress(Exception):
             if self._mirror is not None:
                 self._mirror.stop(timeout=5.0)
@@ -275,8 +304,35 @@ def _run_child(name: str, queue_names: list[str], pool_pid: int, slot: Slot, opt
         worker_ttl=options.worker_ttl,
         max_memory_mb=options.max_memory_mb,
         slot=slot,
+        pool_mirror=True,
     )
     worker.work(max_jobs=max_jobs, logging_level=options.logging_level)
+
+
+def record_put_down(
+    worker_class: type[Any], connection: Any, name: str, job_id: str, *, stopped: bool, timeout: float, left: str
+) -> None:
+    """Record the end of a job its worker did not stop (asked to, or at its timeout) and that was put
+    down (`left` says how), as that worker would have: stopped, or failed on its timeout. Nothing when
+    the job ended meanwhile or another worker runs it now."""
+    job = rqstore.fetch(job_id)
+    if job is None or job.get_status(refresh=False) != RQStatus.STARTED or job.worker_name != name:
+        return
+    queue = queues.get_queue(job.origin)
+    proxy: Any = worker_class([queue], name=name, connection=connection)
+    proxy.execution = next((found for found in job.get_executions() if found.worker_name == name), None)
+    if stopped:
+        proxy._stopped_job_id = job_id
+        exc_string = f"jobs.pool.JobStopped: Job stopped by user; it did not stop within {STOP_GRACE:.0f} s, and {left}"
+    else:
+        exc_string = (
+            f"rq.timeouts.JobTimeoutException: Task exceeded maximum timeout value ({timeout:.0f} seconds); "
+            f"it did not stop, and {left}"
+        )
+    job.ended_at = now()
+    with logs.job_context(job.id, rqstore.type_name(job)):
+        log.warning("worker %s did not stop job %s; %s", name, job_id, left)
+        proxy.handle_job_failure(job, queue, exc_string=exc_string)
 
 
 # --- the pool ---------------------------------------------------------------------------------
@@ -312,12 +368,49 @@ class Pool(WorkerPool):
         self._stop_asked_at = 0.0
         self._cold = False
         self._cold_sent = False
+        self._mirror: MirrorProcess | None = None
+        self._alive: AliveNames | None = None  # slot 0: the pool (the mirror's consumer); then a child each
+        self._alive_slots: dict[str, int] = {}
+
+    # -- the mirror --
+
+    def _start_mirror(self) -> None:
+        """Fork the pool's mirror (before any child, and before this process opens the database)."""
+        from jobs.threads import AliveNames  # not at the top: jobs.threads imports this module
+
+        if self._alive is None:
+            self._alive = AliveNames(self.num_workers + 1)
+            self._alive.put(0, self.name)
+        with contextlib.suppress(*REDIS_ERRORS):  # else its first beat writes it
+            self.connection.set(alive_key(self.name), "1", ex=settings.JOBS_WORKER_DEAD_AFTER)
+        self._mirror = MirrorProcess({"socket_timeout": 10}, consumer=self.name, alive_key=self._alive)
+        self._mirror.start()
+
+    def _check_mirror(self) -> None:
+        """A mirror that died (killed, out of memory) is started again: without it no child's history
+        is written, and every child's liveness key lapses, its jobs judged abandoned while they run."""
+        if self._mirror is None or not self._mirror.pid:
+            return
+        try:
+            done, status = os.waitpid(self._mirror.pid, os.WNOHANG)
+        except ChildProcessError:
+            done, status = self._mirror.pid, 0
+        if not done:
+            return
+        log.warning("pool %s: its mirror (pid %s) died (status %s); starting another", self.name, done, status)
+        self._mirror.pid = 0
+        self._start_mirror()
+
+    def _stop_mirror(self) -> None:
+        if self._mirror is not None:
+            self._mirror.stop()  # what the children did is in the database before the pool exits
 
     # -- children --
 
     def get_worker_process(self, name: str, burst: bool, _sleep: float = 0, logging_level: str = "INFO") -> BaseProcess:
         slot = self._slots[name] = Slot()
         self._born[name] = time.monotonic()
+        self._vouch_for(name)
         return _ForkProcess(
             target=_run_child,
             args=(name, self._queue_names, os.getpid(), slot, self.options),
@@ -355,9 +448,32 @@ class Pool(WorkerPool):
         else:
             self._quick_deaths = 0
 
+    def _vouch_for(self, name: str) -> None:
+        """A child about to be forked: one of the product's workers, its liveness key written now (before
+        it can take a job) and kept by the pool's mirror from now on."""
+        if self._alive is not None:
+            used = set(self._alive_slots.values())
+            slot = next((index for index in range(1, self._alive.slots) if index not in used), None)
+            if slot is None:  # never more children than workers: a bug, which the reconciler would show
+                log.error("pool %s: no liveness slot left for worker %s", self.name, name)
+            else:
+                self._alive.put(slot, name)
+                self._alive_slots[name] = slot
+        try:
+            with self.connection.pipeline() as pipe:
+                pipe.sadd(PRODUCT_WORKERS, name)
+                pipe.set(alive_key(name), "1", ex=settings.JOBS_WORKER_DEAD_AFTER)
+                pipe.execute()
+        except REDIS_ERRORS as exc:  # the mirror's next beat writes the key
+            log.warning("pool %s: could not register worker %s (%s)", self.name, name, exc)
+
     def _bury(self, name: str) -> None:
         """Record a child dead in Redis at once: off RQ's worker sets (rq info, the dashboard), its
-        key marked with its death, off the product's workers, its liveness key gone."""
+        key marked with its death, off the product's workers, its liveness key gone (and no longer
+        kept by the mirror)."""
+        slot = self._alive_slots.pop(name, None)
+        if slot is not None and self._alive is not None:
+            self._alive.clear(slot)
         key = RQWorker.redis_worker_namespace_prefix + name
         try:
             with self.connection.pipeline() as pipe:
@@ -417,25 +533,9 @@ class Pool(WorkerPool):
                 os.kill(data.pid, signal.SIGKILL)
 
     def _record_end(self, name: str, job_id: str, *, stopped: bool, timeout: float) -> None:
-        job = rqstore.fetch(job_id)
-        if job is None or job.get_status(refresh=False) != RQStatus.STARTED or job.worker_name != name:
-            return
-        queue = queues.get_queue(job.origin)
-        proxy = PoolWorker([queue], name=name, connection=self.connection)
-        proxy.execution = next((found for found in job.get_executions() if found.worker_name == name), None)
-        if stopped:
-            proxy._stopped_job_id = job_id
-            why = f"Job stopped by user; it did not stop within {STOP_GRACE:.0f} s, and its process was killed"
-            exc_string = f"jobs.pool.JobStopped: {why}"
-        else:
-            exc_string = (
-                f"rq.timeouts.JobTimeoutException: Task exceeded maximum timeout value ({timeout:.0f} seconds); "
-                "it did not stop, and its process was killed"
-            )
-        job.ended_at = now()
-        with logs.job_context(job.id, rqstore.type_name(job)):
-            log.warning("pool %s: worker %s did not stop job %s; killed", self.name, name, job_id)
-            proxy.handle_job_failure(job, queue, exc_string=exc_string)
+        record_put_down(
+            PoolWorker, self.connection, name, job_id, stopped=stopped, timeout=timeout, left="its process was killed"
+        )
 
     # -- stopping --
 
@@ -467,8 +567,20 @@ class Pool(WorkerPool):
         log.info(
             "pool %s (pid %s): %s workers on %s", self.name, os.getpid(), self.num_workers, ", ".join(self._queue_names)
         )
+        self._start_mirror()
+        try:
+            self._run(burst, logging_level)
+        finally:
+            self._stop_mirror()
+            with contextlib.suppress(*REDIS_ERRORS):
+                self.connection.delete(alive_key(self.name))
+        log.info("pool %s: stopped", self.name)
+        return 1 if self._cold else 0
+
+    def _run(self, burst: bool, logging_level: str) -> None:
         self.start_workers(burst=burst, logging_level=logging_level)
         while True:
+            self._check_mirror()
             self.reap_workers()
             if self.status == self.Status.STOPPED:
                 if self._cold:
@@ -482,8 +594,6 @@ class Pool(WorkerPool):
                 if not burst:
                     self._respawn(burst, logging_level)
             time.sleep(CHECK_INTERVAL)
-        log.info("pool %s: stopped", self.name)
-        return 1 if self._cold else 0
 
 
 __all__ = ["STOP_GRACE", "JobStopped", "Pool", "PoolWorker", "overrun_margin", "rss_mb"]

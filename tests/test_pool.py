@@ -15,7 +15,8 @@ import pytest
 import rq
 from rq.registry import FinishedJobRegistry, StartedJobRegistry
 
-from jobs import queues, services
+from jobs import events, mirror, queues, services
+from jobs.mirror import alive_key
 from jobs.models import Job
 from jobs.statuses import JobStatus
 from tests.conftest import Processes, wait_for
@@ -68,6 +69,19 @@ def attempts(job: Job) -> list[tuple[int, str, str]]:
 
 def running(job: Job) -> bool:
     return row(job).status == JobStatus.STARTED
+
+
+def children(pid: int) -> set[int]:
+    """The process ids of `pid`'s children (Linux)."""
+    with open(f"/proc/{pid}/task/{pid}/children") as found:
+        return {int(child) for child in found.read().split()}
+
+
+def descendants(pid: int) -> set[int]:
+    below = children(pid)
+    for child in list(below):
+        below |= descendants(child)
+    return below
 
 
 def test_every_built_in_type_runs_in_the_pool_and_is_mirrored(processes, tmp_path):
@@ -272,3 +286,72 @@ def test_a_sigkilled_pool_leaves_its_jobs_to_the_reconciler(processes, pool_type
     ended(retried, timeout=90)
     assert [outcome for _, outcome, _ in attempts(retried)] == ["abandoned", "finished"]
     assert [outcome for _, outcome, _ in attempts(never_twice)] == ["abandoned"]
+
+
+# --- the pool's mirror ------------------------------------------------------------------------
+
+
+def test_one_mirror_serves_the_whole_pool_and_keeps_each_child_alive(processes, pool_types):
+    pool = start_pool(processes, n=2)
+    first, second = (services.job_enqueue(type=pool_types.SLEEP, params={"seconds": 2, "steps": 4}) for _ in range(2))
+    wait_for(lambda: running(first) and running(second), 15, message="both jobs running")
+    ended(first)
+    ended(second)
+    assert first.worker_name != second.worker_name
+    conn = queues.redis()
+    workers = worker_names()
+    assert {first.worker_name, second.worker_name} == workers
+    # One reader of the history stream for the pool, which is none of its workers.
+    (consumer,) = {found.name for found in mirror.consumers(conn)}
+    assert consumer not in workers
+    assert all(conn.exists(alive_key(name)) for name in (*workers, consumer))
+    # The pool's processes: its two workers and one mirror (not a mirror per worker).
+    assert len(descendants(pool.pid)) == 3
+
+
+def test_a_dead_child_is_not_kept_alive_by_the_pools_mirror(processes, pool_types):
+    pool = start_pool(processes, n=2)
+    conn = queues.redis()
+    victim, other = live_workers()
+    os.kill(victim.pid, signal.SIGKILL)
+    wait_for(lambda: victim.name not in worker_names() and len(worker_names()) == 2, 15, message="a new child")
+    assert not conn.exists(alive_key(victim.name))  # recorded dead at once
+    # The mirror beats for the living (their keys' time to live starts again), not for the dead.
+    left = conn.pttl(alive_key(other.name))
+    wait_for(lambda: conn.pttl(alive_key(other.name)) > left, 15, message="the mirror's next beat")
+    assert not conn.exists(alive_key(victim.name))
+    assert all(conn.exists(alive_key(name)) for name in worker_names())
+    assert pool.poll() is None
+
+
+def test_a_killed_mirror_is_replaced_and_the_history_goes_on(processes, pool_types):
+    pool = start_pool(processes, n=1)
+    (worker,) = live_workers()
+    (mirror_pid,) = children(pool.pid) - {worker.pid}
+    os.kill(mirror_pid, signal.SIGKILL)
+    job = services.job_enqueue(type=pool_types.SLEEP, params={"seconds": 0.5, "steps": 2})
+    ended(job)  # written by the mirror the pool started in its place
+    assert [outcome for _, outcome, _ in attempts(job)] == ["finished"]
+    (replacement,) = children(pool.pid) - {worker.pid}
+    assert replacement != mirror_pid
+    assert queues.redis().exists(alive_key(worker.name))
+
+
+def test_the_end_of_a_burst_reaches_the_history_without_waiting_out_the_linger(redis_db, monkeypatch):
+    """The pool's one mirror lets events gather between its batches (`BATCH_LINGER_SECONDS`); once a
+    burst is over, what came last is applied at once rather than at the end of that wait."""
+    monkeypatch.setattr(mirror, "BATCH_LINGER_SECONDS", 5.0)
+    jobs = services.jobs_enqueue(requests=[services.JobRequest(type="example") for _ in range(30)])
+    drainer = mirror.MirrorThread(redis_db, consumer="test")
+    drainer.start()
+    try:
+        for job in jobs:
+            events.emit(redis_db, str(job.pk), events.STARTED, 1, w="w")
+        wait_for(lambda: Job.objects.filter(status=JobStatus.STARTED).count() == 30, 10, message="the burst applied")
+        events.emit(redis_db, str(jobs[0].pk), events.FINISHED, 1, w="w", r=1)
+        emitted = time.monotonic()
+        ended(jobs[0], timeout=10)
+        print(f"the last event reached the history {time.monotonic() - emitted:.2f}s after it was written")
+        assert time.monotonic() - emitted < 2.5
+    finally:
+        drainer.stop()

@@ -1,0 +1,170 @@
+"""The pooled worker's batched bookkeeping (jobs/batching.py) on real processes: each job's end takes
+the next one in the same round trip; the history, RQ's registries and counts stay what RQ writes;
+priorities stay exact; a job taken and not started (its child killed) is put back and runs once."""
+
+from __future__ import annotations
+
+import signal
+import time
+from datetime import timedelta
+from typing import Any
+
+import pytest
+import redis
+import rq
+from django.conf import settings
+from django.utils import timezone
+from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+
+from jobs import queues, reconcile, services
+from jobs.models import Job
+from jobs.queue_names import DEFAULT, HIGH, LOW
+from jobs.statuses import TERMINAL, JobStatus
+from tests.conftest import wait_for
+from tests.test_pool import MODULES, attempts, ended, live_workers, pool_types, row, running, start_pool
+
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+__all__ = ["pool_types"]  # the fixture, used by name
+
+
+def registry_counts(queue_name: str) -> dict[str, int]:
+    conn = queues.new_redis()
+    return {
+        "started": StartedJobRegistry(queue_name, connection=conn).count,
+        "finished": FinishedJobRegistry(queue_name, connection=conn).count,
+        "failed": FailedJobRegistry(queue_name, connection=conn).count,
+        "queued": rq.Queue(queue_name, connection=conn).count,
+    }
+
+
+def test_200_jobs_of_mixed_outcomes_have_their_history_and_rq_counts_across_two_children(processes, pool_types):
+    start_pool(processes, n=2)
+    processes.scheduler(JOBS_MODULES=MODULES)  # moves the retries RQ schedules onto their queue
+    kinds = [pool_types.SLEEP] * 140 + [pool_types.FAIL_ONCE] * 30 + [pool_types.FAIL] * 30
+    jobs = services.jobs_enqueue(requests=[services.JobRequest(type=kind) for kind in kinds])
+
+    wait_for(
+        lambda: Job.objects.filter(pk__in=[job.pk for job in jobs], status__in=TERMINAL).count() == 200,
+        90,
+        message="200 jobs ended",
+    )
+    names: set[str] = set()
+    for job, kind in zip(jobs, kinds, strict=True):
+        row(job)
+        outcomes = [(number, outcome) for number, outcome, _ in attempts(job)]
+        if kind == pool_types.FAIL:
+            assert (job.status, outcomes) == (JobStatus.FAILED, [(1, "failed")]), job.pk
+            assert "pool-fail always fails" in job.error
+        elif kind == pool_types.FAIL_ONCE:
+            assert (job.status, outcomes) == (JobStatus.FINISHED, [(1, "failed"), (2, "finished")]), job.pk
+        else:
+            assert (job.status, outcomes) == (JobStatus.FINISHED, [(1, "finished")]), job.pk
+        assert job.started_at <= job.ended_at
+        names.update(name for _, _, name in attempts(job))
+    assert len(names) == 2  # both children ran jobs
+
+    # What `rq info` and django-rq's dashboard read.
+    wait_for(lambda: {worker.get_state() for worker in live_workers()} == {"idle"}, 10, message="idle workers")
+    workers = live_workers()
+    assert {worker.name for worker in workers} == names
+    assert {worker.get_current_job_id() for worker in workers} == {None}
+    assert sum(worker.successful_job_count for worker in workers) == 170
+    assert sum(worker.failed_job_count for worker in workers) == 60
+    assert all(worker.total_working_time > 0 for worker in workers)
+    assert registry_counts(DEFAULT) == {"started": 0, "finished": 170, "failed": 30, "queued": 0}
+    conn = queues.redis()
+    assert not conn.keys("rq:execution:*")  # every execution cleaned up
+    assert conn.hget(f"rq:job:{jobs[0].rq_id}", "status") == b"finished"
+
+
+def test_a_high_job_starts_before_the_low_ones_still_queued(processes, pool_types):
+    start_pool(processes, n=1)
+    lows = services.jobs_enqueue(
+        requests=[services.JobRequest(type=pool_types.SLEEP, params={"seconds": 0.05}, queue=LOW) for _ in range(50)]
+    )
+    wait_for(lambda: running(lows[0]) or row(lows[0]).status == JobStatus.FINISHED, 15, message="the lows to start")
+    wait_for(lambda: Job.objects.filter(pk__in=[low.pk for low in lows[:5]], status="finished").count() == 5, 15)
+    still_queued = rq.Queue(LOW, connection=queues.redis()).count
+    high = services.job_enqueue(type=pool_types.SLEEP, params={"seconds": 0.05}, queue=HIGH)
+    ended(high)
+    for low in lows:
+        ended(low)
+    started_after = sum(1 for low in lows if low.started_at > high.started_at)
+    print(f"{still_queued} lows queued when the high came; {started_after} started after it")
+    assert still_queued >= 20  # the high came while most lows waited
+    # At most one of them was taken meanwhile (between the count and the enqueue, or by the job in hand's end).
+    assert started_after >= still_queued - 1
+
+
+def test_a_child_killed_between_taking_a_job_and_starting_it_leaves_it_to_the_reconciler(processes, pool_types):
+    pool = start_pool(processes, n=1)
+    taker = services.job_enqueue(type=pool_types.DIE_AFTER_TAKE, params={"seconds": 1})
+    wait_for(lambda: running(taker), 15, message="the taker to start")
+    taken = services.job_enqueue(type=pool_types.SLEEP)
+    first = {worker.name for worker in live_workers()}
+    # The taker's end took `taken`, and its child died before starting it: queued, on no queue.
+    ended(taker)
+    conn = queues.redis()
+    wait_for(lambda: not first & {worker.name for worker in live_workers()}, 15, message="the child to die")
+    assert rq.Queue(DEFAULT, connection=conn).count == 0
+    assert conn.hget(f"rq:job:{taken.rq_id}", "status") == b"queued"
+    assert row(taken).status == JobStatus.QUEUED
+    assert pool.poll() is None
+
+    # The reconciler finds it adrift (seen long enough ago, its row old enough) and puts it back.
+    Job.objects.filter(pk=taken.pk).update(created_at=timezone.now() - reconcile.GRACE - timedelta(seconds=1))
+    conn.hset(reconcile.ADRIFT_KEY, taken.rq_id, time.time() - settings.JOBS_WORKER_DEAD_AFTER - 1)
+    assert reconcile.reconcile().put_back == 1
+    ended(taken)  # by the replacement child
+    assert [(number, outcome) for number, outcome, _ in attempts(taken)] == [(1, "finished")]
+    assert attempts(taken)[0][2] not in first
+
+
+def test_a_worker_that_leaves_puts_the_job_it_took_back(processes, pool_types: Any):
+    start_pool(processes, "--max-jobs", "1", n=1)
+    jobs = services.jobs_enqueue(requests=[services.JobRequest(type=pool_types.SLEEP) for _ in range(5)])
+    for job in jobs:
+        ended(job)
+        assert [(number, outcome) for number, outcome, _ in attempts(job)] == [(1, "finished")]
+    assert len({job.worker_name for job in jobs}) >= 4  # a new child for (about) each job
+
+
+def test_after_the_first_each_job_costs_two_round_trips_to_redis(redis_db, pool_types, monkeypatch):
+    """Its start, and its end (which takes the next job): RQ's PERSIST of the job's key goes with the start."""
+    from jobs.pool import PoolWorker
+
+    jobs = services.jobs_enqueue(
+        requests=[services.JobRequest(type=pool_types.MEMORY, params={"mb": 1}) for _ in range(5)]
+    )
+    trips: list[list[tuple[Any, ...]]] = []  # the commands of each round trip
+    real_command, real_execute = redis.Redis.execute_command, redis.client.Pipeline.execute
+
+    def command(self: redis.Redis, *args: Any, **options: Any) -> Any:
+        trips.append([args])
+        return real_command(self, *args, **options)
+
+    def execute(self: redis.client.Pipeline, raise_on_error: bool = True) -> Any:
+        trips.append([args for args, _ in self.command_stack])
+        return real_execute(self, raise_on_error)
+
+    monkeypatch.setattr(redis.Redis, "execute_command", command)
+    monkeypatch.setattr(redis.client.Pipeline, "execute", execute)
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:  # in this process: every command it sends is seen
+        worker = PoolWorker([queues.get_queue(DEFAULT)], connection=queues.new_redis(), pool_mirror=True)
+        worker.work(burst=True, logging_level="WARNING")
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    sent = list(trips)
+
+    def naming(job: Job) -> int:
+        """How many of the worker's round trips named the job (its key, or it)."""
+        return sum(1 for trip in sent if any(str(job.pk) in str(arg) for args in trip for arg in args))
+
+    for job in jobs:
+        assert row(job).status == JobStatus.QUEUED  # no mirror ran: the history is not this test's
+    assert queues.redis().hget(f"rq:job:{jobs[-1].rq_id}", "status") == b"finished"
+    # The first is dequeued as RQ does (and read); each next one was taken by the end of the one before.
+    assert [naming(job) for job in jobs[1:]] == [2, 2, 2, 2]
