@@ -251,8 +251,9 @@ class BatchedWorkerMixin:
             pipeline.hset(job.key, "last_heartbeat", utcformat(job.last_heartbeat))
 
     def handle_job_success(self, job: RQJob, queue: rq.Queue, started_job_registry: Any) -> None:
-        """RQ 2.x's, in one MULTI/EXEC without RQ's WATCH of the dependents (see the module)."""
-        if not self._batching:
+        """RQ 2.x's, in one MULTI/EXEC without RQ's WATCH of the dependents (see the module). A run
+        whose job has moved on to a later attempt (`MirrorWorkerMixin._handed_on`) records only its end."""
+        if not self._batching or self._handed_on(job):  # type: ignore[attr-defined]
             super().handle_job_success(job, queue, started_job_registry)  # type: ignore[misc]
             return
         with self.connection.pipeline() as pipeline:
