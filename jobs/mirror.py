@@ -612,10 +612,15 @@ class MirrorProcess:
     on the stream, then exits) or until the worker is gone.
     """
 
-    def __init__(self, redis_kwargs: dict[str, Any], consumer: str, alive_key: str | Iterable[str]):
+    def __init__(
+        self, redis_kwargs: dict[str, Any], consumer: str, alive_key: str | Iterable[str], *, own_group: bool = False
+    ):
         self.redis_kwargs = redis_kwargs
         self.consumer = consumer
         self.alive_key = alive_key
+        #: In a process group of its own: a signal to its parent's group (a supervisor's SIGTERM) does
+        #: not reach it, and it drains until its parent stops it, after the last job's end.
+        self.own_group = own_group
         self.pid = 0
 
     def start(self) -> None:
@@ -626,6 +631,8 @@ class MirrorProcess:
             return
         status = 0
         try:
+            if self.own_group:
+                os.setpgid(0, 0)
             from jobs import queues  # the queues' connection settings (password, TLS, Sentinel)
 
             conn = queues.new_redis(**self.redis_kwargs)

@@ -383,7 +383,7 @@ class Pool(WorkerPool):
             self._alive.put(0, self.name)
         with contextlib.suppress(*REDIS_ERRORS):  # else its first beat writes it
             self.connection.set(alive_key(self.name), "1", ex=settings.JOBS_WORKER_DEAD_AFTER)
-        self._mirror = MirrorProcess({"socket_timeout": 10}, consumer=self.name, alive_key=self._alive)
+        self._mirror = MirrorProcess({"socket_timeout": 10}, consumer=self.name, alive_key=self._alive, own_group=True)
         self._mirror.start()
 
     def _check_mirror(self) -> None:
