@@ -368,8 +368,11 @@ def test_a_killed_worker_leaves_its_job_abandoned_within_the_deadline_and_it_run
     else:
         assert running == {worker.pid for worker in workers}
 
-    # SIGKILL, as a lost machine: each worker with its mirror process, and the work horses (a group each).
-    for pid in {worker.pid for worker in workers} | running:
+    # SIGKILL, as a lost machine: each worker with its mirror process, then the work horses (a group
+    # each). The workers first: a worker that outlived its horse by a moment would record the horse's
+    # death as a failed attempt, which is another scenario (tests/test_faults.py).
+    worker_pids = [worker.pid for worker in workers]
+    for pid in [*worker_pids, *sorted(running - set(worker_pids))]:
         with suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
     killed_at = time.time()
@@ -1151,6 +1154,8 @@ def test_a_burst_of_creations_through_the_api_runs_every_accepted_job_exactly_on
                         break
                     refused[index].append(answer)
                     time.sleep(min(5.0, float(answer.headers.get("retry-after", "1"))))
+                    conn.close()  # the server may have closed it meanwhile (its keep-alive is shorter)
+                    conn = http.client.HTTPConnection("127.0.0.1", web.port, timeout=60)
                 answers[index].append(answer)
         finally:
             conn.close()
