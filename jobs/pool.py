@@ -309,6 +309,25 @@ def _run_child(name: str, queue_names: list[str], pool_pid: int, slot: Slot, opt
     worker.work(max_jobs=max_jobs, logging_level=options.logging_level)
 
 
+def record_dead(connection: Any, name: str, queue_names: list[str]) -> None:
+    """Record a worker dead in Redis at once (a pool's child, a threaded worker): off RQ's worker sets
+    (rq info, the dashboard), its key marked with its death, off the product's workers, its liveness
+    key gone, so the reconciler judges its job at its next round."""
+    key = RQWorker.redis_worker_namespace_prefix + name
+    try:
+        with connection.pipeline() as pipe:
+            pipe.srem(REDIS_WORKER_KEYS, key)
+            for queue_name in queue_names:
+                pipe.srem(WORKERS_BY_QUEUE_KEY % queue_name, key)
+            pipe.hset(key, "death", utcformat(now()))
+            pipe.expire(key, 60)
+            pipe.srem(PRODUCT_WORKERS, name)
+            pipe.delete(alive_key(name))
+            pipe.execute()
+    except REDIS_ERRORS as exc:
+        log.warning("could not record worker %s dead (%s)", name, exc)
+
+
 def record_put_down(
     worker_class: type[Any], connection: Any, name: str, job_id: str, *, stopped: bool, timeout: float, left: str
 ) -> None:
@@ -474,19 +493,7 @@ class Pool(WorkerPool):
         slot = self._alive_slots.pop(name, None)
         if slot is not None and self._alive is not None:
             self._alive.clear(slot)
-        key = RQWorker.redis_worker_namespace_prefix + name
-        try:
-            with self.connection.pipeline() as pipe:
-                pipe.srem(REDIS_WORKER_KEYS, key)
-                for queue_name in self._queue_names:
-                    pipe.srem(WORKERS_BY_QUEUE_KEY % queue_name, key)
-                pipe.hset(key, "death", utcformat(now()))
-                pipe.expire(key, 60)
-                pipe.srem(PRODUCT_WORKERS, name)
-                pipe.delete(alive_key(name))
-                pipe.execute()
-        except REDIS_ERRORS as exc:
-            log.warning("pool %s: could not record worker %s dead (%s)", self.name, name, exc)
+        record_dead(self.connection, name, self._queue_names)
 
     def _respawn(self, burst: bool, logging_level: str) -> None:
         if time.monotonic() < self._respawn_at:

@@ -61,14 +61,12 @@ from rq.command import handle_shutdown_command, parse_payload
 from rq.exceptions import StopRequested
 from rq.job import Job as RQJob
 from rq.timeouts import JobTimeoutException, TimerDeathPenalty
-from rq.utils import now, utcformat
-from rq.worker import Worker as RQWorker
-from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
+from rq.utils import now
 
 from jobs import queues
 from jobs.errors import REDIS_ERRORS
 from jobs.mirror import MirrorProcess, alive_key
-from jobs.pool import STOP_GRACE, JobStopped, overrun_margin, record_put_down
+from jobs.pool import STOP_GRACE, JobStopped, overrun_margin, record_dead, record_put_down
 from jobs.worker import PRODUCT_WORKERS, MirrorWorkerMixin
 
 log = logging.getLogger(__name__)
@@ -604,19 +602,7 @@ class Threads:
         for slot, current in self.workers.items():
             if current is worker:
                 self._names.clear(slot + 1)
-        key = RQWorker.redis_worker_namespace_prefix + worker.name
-        try:
-            with self.connection.pipeline() as pipe:
-                pipe.srem(REDIS_WORKER_KEYS, key)
-                for queue_name in self.queue_names:
-                    pipe.srem(WORKERS_BY_QUEUE_KEY % queue_name, key)
-                pipe.hset(key, "death", utcformat(now()))
-                pipe.expire(key, 60)
-                pipe.srem(PRODUCT_WORKERS, worker.name)
-                pipe.delete(alive_key(worker.name))
-                pipe.execute()
-        except REDIS_ERRORS as exc:
-            log.warning("threads %s: could not record worker %s dead (%s)", self.name, worker.name, exc)
+        record_dead(self.connection, worker.name, self.queue_names)
 
     # --- jobs that do not stop ---
 
