@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up and run every check: ruff, mypy, and the test suite against the real
 # Redis, on SQLite and then on PostgreSQL. The browser tests (marked `browser`,
-# headless Chromium) are slow: they run once, in the PostgreSQL pass. Extra
-# arguments go to pytest.
+# headless Chromium), the fault suite (`faults`) and the scenarios of processes,
+# settings and connections (`once`) are slow: they run once, in the PostgreSQL
+# pass. Extra arguments go to pytest.
 #
 # Each pass runs its tests in parallel (pytest-xdist): most of them wait on real
 # processes (workers, schedulers, servers), not on the CPU. Every xdist worker has
@@ -12,7 +13,7 @@
 #   TEST_REDIS_URL             the Redis server (its database number is not used)
 #   TEST_POSTGRES_URL          the PostgreSQL database whose name the test databases take
 #   TEST_SQLITE_WORKERS        xdist workers of the SQLite pass (default 3)
-#   TEST_POSTGRES_WORKERS      xdist workers of the PostgreSQL pass (default 5)
+#   TEST_POSTGRES_WORKERS      xdist workers of the PostgreSQL pass (default 7)
 #   TEST_SQLITE_REDIS_DB       first Redis database of the SQLite pass (default: its last is 15)
 #   TEST_POSTGRES_REDIS_DB     first Redis database of the PostgreSQL pass (default 4)
 #   FUZZ_REDIS_URL, FUZZ_PORT  schemathesis's Redis database (default 11) and port (scripts/fuzz_api.sh)
@@ -25,7 +26,7 @@ POSTGRES_URL="${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/queueproje
 ensure_redis "$REDIS_URL"
 
 SQLITE_WORKERS="${TEST_SQLITE_WORKERS:-3}"
-POSTGRES_WORKERS="${TEST_POSTGRES_WORKERS:-5}"
+POSTGRES_WORKERS="${TEST_POSTGRES_WORKERS:-7}"
 SQLITE_REDIS_DB="${TEST_SQLITE_REDIS_DB:-$((16 - SQLITE_WORKERS))}"
 POSTGRES_REDIS_DB="${TEST_POSTGRES_REDIS_DB:-4}"
 FUZZ_REDIS_DB="$(redis_db "${FUZZ_REDIS_URL:-redis://127.0.0.1:6379/11}")"
@@ -94,20 +95,20 @@ run_pass() {  # run_pass NAME DATABASE_URL REDIS_URL WORKERS PYTEST_ARGS...
         -n "$workers" --dist load --maxschedchunk 2 --max-worker-restart 0 --durations 15 "$@"
 }
 
-# The SQLite pass leaves out the browser and fault suites (slow; they run once, on
-# PostgreSQL); a -m of the caller is combined with that.
+# The SQLite pass leaves out the browser and fault suites and the `once` scenarios (slow; they
+# run once, on PostgreSQL); a -m of the caller is combined with that.
 pg_args=("$@")
 sqlite_args=()
-sqlite_marks="not browser and not faults"
+sqlite_marks="not browser and not faults and not once"
 while [ $# -gt 0 ]; do
     case "$1" in
         -m)
             [ $# -ge 2 ] || die "-m needs a marker expression"
-            sqlite_marks="($2) and not browser and not faults"
+            sqlite_marks="($2) and not browser and not faults and not once"
             shift 2
             ;;
         -m?*)
-            sqlite_marks="(${1#-m}) and not browser and not faults"
+            sqlite_marks="(${1#-m}) and not browser and not faults and not once"
             shift
             ;;
         *)
@@ -118,7 +119,7 @@ while [ $# -gt 0 ]; do
 done
 
 REDIS_BASE="${REDIS_URL%/*}"
-say "mypy, the tests on SQLite (without the browser and fault suites) and on PostgreSQL (all), schemathesis: at once"
+say "mypy, the tests on SQLite (without the browser, fault and once suites) and on PostgreSQL (all), schemathesis: at once"
 start_step mypy env DEBUG=true SECRET_KEY=typecheck "$VENV/bin/mypy" .
 run_pass tests-sqlite "sqlite:///$ROOT/db.sqlite3" "$REDIS_BASE/$SQLITE_REDIS_DB" "$SQLITE_WORKERS" \
     -m "$sqlite_marks" "${sqlite_args[@]}"

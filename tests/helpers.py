@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import SimpleNamespace
@@ -11,6 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 from django.conf import settings
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.contrib.auth.models import Group, Permission, User
+from django.core.management import call_command
 from django.test import override_settings
 from django.utils import timezone
 
@@ -103,3 +105,18 @@ def one_job_in_each_state(user: User) -> SimpleNamespace:
         finished=history_row(JobStatus.FINISHED, attempts=1, ended_at=now),
         started=history_row(JobStatus.STARTED, attempts=1, started_at=now),
     )
+
+
+def liveness(*args: str, threshold: str | None = None) -> tuple[int, str]:
+    """`manage.py jobs_alive *args`'s exit code and line, run in this process: the tests poll it, and a
+    process of its own costs a second of CPU (tests/test_deploy.py also runs the real command)."""
+    out = io.StringIO()
+    with override_settings(**({"JOBS_ALIVE_THRESHOLD": threshold} if threshold else {})):
+        try:
+            call_command("jobs_alive", *args, stdout=out)
+            code = 0
+        except SystemExit as exit:
+            code = int(exit.code or 0)
+    lines = out.getvalue().strip().splitlines()
+    assert len(lines) == 1, out.getvalue()
+    return code, lines[0]

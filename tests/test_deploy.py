@@ -41,6 +41,9 @@ from jobs import mirror, queues, registry, services
 from jobs.queue_names import QUEUE_NAMES
 from jobs.scheduler import LOCK_KEY
 from tests.conftest import BASE_DIR, Processes, wait_for
+from tests.helpers import liveness
+
+pytestmark = pytest.mark.once
 
 COMPOSE_FILE = BASE_DIR / "docker-compose.yml"
 MANIFEST_DIR = BASE_DIR / "deploy" / "kubernetes"
@@ -585,23 +588,23 @@ def jobs_alive(processes: Processes, *args: str, **env: str) -> tuple[int, str]:
     return done.returncode, lines[0]
 
 
-def stays(processes: Processes, seconds: float, *args: str, **env: str) -> list[str]:
+def stays(seconds: float, *args: str, threshold: str | None = None) -> list[str]:
     """jobs_alive's answers over `seconds`: every one must be alive."""
     answers = []
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        code, line = jobs_alive(processes, *args, **env)
+        code, line = liveness(*args, threshold=threshold)
         assert code == 0, line
         answers.append(line)
         time.sleep(1.0)
     return answers
 
 
-def until_not_alive(processes: Processes, timeout: float, *args: str, **env: str) -> str:
+def until_not_alive(timeout: float, *args: str, threshold: str | None = None) -> str:
     answer: list[str] = []
 
     def not_alive() -> bool:
-        code, line = jobs_alive(processes, *args, **env)
+        code, line = liveness(*args, threshold=threshold)
         answer[:] = [line]
         return code == 1
 
@@ -620,25 +623,31 @@ def test_an_idle_worker_is_alive_a_frozen_or_killed_one_is_not(processes: Proces
     worker = processes.start("rqworker", "--worker-ttl", "20", *QUEUE_NAMES)
     processes.wait_until_listening(worker)
     # Idle for longer than the threshold and than its mirror's key lives (JOBS_WORKER_DEAD_AFTER).
-    answers = stays(processes, 15, "worker", JOBS_ALIVE_THRESHOLD=THRESHOLD)
+    answers = stays(15, "worker", threshold=THRESHOLD)
     (name,) = {re.match(r"alive: worker (\S+) beat", line).group(1) for line in answers}  # type: ignore[union-attr]
     assert RQWorker.find_by_key(RQWorker.redis_worker_namespace_prefix + name, connection=queues.new_redis())
+    code, line = jobs_alive(processes, "worker", JOBS_ALIVE_THRESHOLD=THRESHOLD)
+    assert (code, line.startswith(f"alive: worker {name} beat")) == (0, True), line
 
     os.kill(worker.pid, signal.SIGSTOP)  # frozen: its mirror, a process of its own, still beats
     try:
         stopped = time.monotonic()
-        line = until_not_alive(processes, 40, "worker", JOBS_ALIVE_THRESHOLD=THRESHOLD)
+        line = until_not_alive(40, "worker", threshold=THRESHOLD)
         assert f"worker {name} last beat" in line
         assert "frozen or hung" in line
         assert time.monotonic() - stopped <= int(THRESHOLD) + 15
+        code, line = jobs_alive(processes, "worker", JOBS_ALIVE_THRESHOLD=THRESHOLD)
+        assert code == 1
+        assert "frozen or hung" in line
         assert queues.redis().exists(mirror.alive_key(name)), "the mirror alone cannot tell a frozen worker"
     finally:
         os.kill(worker.pid, signal.SIGCONT)
-    wait_for(lambda: jobs_alive(processes, "worker", JOBS_ALIVE_THRESHOLD=THRESHOLD)[0] == 0, 20, interval=0.5)
+    wait_for(lambda: liveness("worker", threshold=THRESHOLD)[0] == 0, 20, interval=0.5)
 
     os.kill(worker.pid, signal.SIGKILL)
-    line = until_not_alive(processes, 15, "worker", JOBS_ALIVE_THRESHOLD=THRESHOLD)
+    line = until_not_alive(15, "worker", threshold=THRESHOLD)
     assert f"worker {name}: its mirror stopped beating" in line
+    assert jobs_alive(processes, "worker", JOBS_ALIVE_THRESHOLD=THRESHOLD) == (1, line)
 
 
 def scheduler_names(host: str) -> tuple[str, str]:
@@ -666,7 +675,7 @@ def test_a_standby_scheduler_is_alive_a_frozen_or_killed_one_is_not(processes: P
     assert len(by_name) == 2
 
     # Longer than the liveness key lives (JOBS_WORKER_DEAD_AFTER=6 here): the standby beats as the leader does.
-    answers = stays(processes, 10, "scheduler", "--name", standby)
+    answers = stays(10, "scheduler", "--name", standby)
     assert all(line == f"alive: {standby} (standby) beating" for line in answers)
     code, line = jobs_alive(processes, "scheduler")
     assert code == 0
@@ -675,17 +684,18 @@ def test_a_standby_scheduler_is_alive_a_frozen_or_killed_one_is_not(processes: P
 
     os.kill(by_name[standby].pid, signal.SIGSTOP)
     try:
-        line = until_not_alive(processes, 20, "scheduler", "--name", standby)
+        line = until_not_alive(20, "scheduler", "--name", standby)
         assert "no liveness key" in line
         assert jobs_alive(processes, "scheduler")[0] == 0  # this host still has a scheduler that beats
         os.kill(by_name[active].pid, signal.SIGKILL)
-        line = until_not_alive(processes, 20, "scheduler")
+        line = until_not_alive(20, "scheduler")
         assert "no liveness key" in line
         assert active in line
         assert standby in line
+        assert jobs_alive(processes, "scheduler") == (1, line)
     finally:
         os.kill(by_name[standby].pid, signal.SIGCONT)
-    wait_for(lambda: jobs_alive(processes, "scheduler", "--name", standby)[0] == 0, 20, interval=0.5)
+    wait_for(lambda: liveness("scheduler", "--name", standby)[0] == 0, 20, interval=0.5)
 
 
 # --- one worker per container ------------------------------------------------------------------

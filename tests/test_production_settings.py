@@ -20,6 +20,8 @@ from django.test import override_settings
 
 from jobs import redis_config
 
+pytestmark = pytest.mark.once
+
 BASE_DIR = Path(settings.BASE_DIR)
 ENV_EXAMPLE = BASE_DIR / ".env.example"
 

@@ -37,6 +37,7 @@ from tests.helpers import OPERATORS, make_user
 
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.once,
     pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server"),
 ]

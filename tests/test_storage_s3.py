@@ -29,6 +29,8 @@ from jobs.tasks.report import report_path
 from tests.conftest import BASE_DIR, wait_for
 from tests.helpers import make_user
 
+pytestmark = pytest.mark.once
+
 BUCKET = "queueproject-files"
 PREFIX = "tenant-a"
 

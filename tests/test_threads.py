@@ -23,7 +23,7 @@ from jobs.worker import PRODUCT_WORKERS
 from tests.conftest import Processes, wait_for
 from tests.test_pool import attempts, ended, live_workers, row, worker_names
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.once, pytest.mark.django_db(transaction=True)]
 
 MODULES = "tests.pool_job_types"
 
