@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any
 
 import rq
 from django.conf import settings
+from rq.defaults import DEFAULT_JOB_MONITORING_INTERVAL
 from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
 from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
@@ -369,6 +370,7 @@ class Pool(WorkerPool):
         max_jobs: int | None = None,
         max_memory_mb: float | None = None,
         worker_ttl: int = 420,
+        job_monitoring_interval: float = DEFAULT_JOB_MONITORING_INTERVAL,
     ):
         super().__init__(
             queue_names,
@@ -380,6 +382,8 @@ class Pool(WorkerPool):
         )
         self.log = log
         self.options = ChildOptions(worker_ttl, max_jobs, max_memory_mb, "INFO")
+        self.job_monitoring_interval = job_monitoring_interval
+        self._beaten: dict[str, float] = {}  # a busy child: when the pool last beat for it
         self._slots: dict[str, Slot] = {}
         self._born: dict[str, float] = {}
         self._quick_deaths = 0
@@ -501,6 +505,43 @@ class Pool(WorkerPool):
         for _ in range(self.num_workers - len(self.worker_dict)):
             self.start_worker(burst=burst, logging_level=logging_level)
 
+    # -- busy children --
+
+    def _beat_for_busy(self) -> None:
+        """Beat for each child running a job, every `job_monitoring_interval` seconds, as RQ's forking
+        worker beats while its work horse runs: a child runs its job in its main thread and beats
+        between jobs only, and a job longer than a liveness probe's threshold (`manage.py jobs_alive`)
+        would have its child judged frozen, its pod restarted mid-job. Only the pool's own loop beats
+        for them, and it puts down a job past its timeout: a frozen pool beats for no one."""
+        moment = time.time()
+        due = []
+        for data in list(self.worker_dict.values()):
+            slot = self._slots.get(data.name)
+            job_id, started, _, _ = slot.read() if slot is not None else ("", 0.0, 0.0, 0.0)
+            if not job_id or not started:
+                self._beaten.pop(data.name, None)
+            elif moment - max(started, self._beaten.get(data.name, 0.0)) >= self.job_monitoring_interval:
+                due.append(data.name)
+        if not due:
+            return
+        ttl = max(self.options.worker_ttl, int(self.job_monitoring_interval) + 60)  # never shorter than its own
+        try:
+            with self.connection.pipeline(transaction=False) as pipe:
+                for name in due:
+                    key = PoolWorker.redis_worker_namespace_prefix + name
+                    pipe.hset(key, "last_heartbeat", utcformat(now()))
+                    pipe.expire(key, ttl)
+                added = pipe.execute()[::2]
+                gone = [name for name, fields in zip(due, added, strict=True) if fields]
+                if gone:  # its hash was gone (the child just died): leave none with a beat alone
+                    pipe.delete(*(PoolWorker.redis_worker_namespace_prefix + name for name in gone))
+                    pipe.execute()
+        except REDIS_ERRORS as exc:  # the next loop tries again
+            log.warning("pool %s: could not beat for its busy workers (%s)", self.name, exc)
+            return
+        for name in due:
+            self._beaten[name] = moment
+
     # -- jobs that do not stop --
 
     def _watch(self) -> None:
@@ -589,6 +630,7 @@ class Pool(WorkerPool):
         while True:
             self._check_mirror()
             self.reap_workers()
+            self._beat_for_busy()
             if self.status == self.Status.STOPPED:
                 if self._cold:
                     self._pass_cold_stop_on()

@@ -20,9 +20,9 @@ from jobs.mirror import alive_key
 from jobs.models import Job
 from jobs.statuses import JobStatus
 from tests.conftest import Processes, wait_for
-from tests.helpers import make_user
+from tests.helpers import liveness, make_user
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.once, pytest.mark.django_db(transaction=True)]
 
 MODULES = "tests.pool_job_types"
 
@@ -204,6 +204,27 @@ def test_stop_ends_one_job_among_several(processes, pool_types):
     assert row(kept).status == JobStatus.STARTED  # the other job runs on
     ended(kept)
     assert kept.attempts == 1
+
+
+def test_a_child_busy_past_the_liveness_threshold_is_still_alive_to_the_probe(processes, pool_types):
+    # `jobs_alive worker` (the orchestrator's probe) judges this host's newest worker by RQ's beat, within
+    # JOBS_ALIVE_THRESHOLD (90 s in production, 3 s here). A child beats between jobs only: the pool
+    # beats for it while its job runs (every --job-monitoring-interval seconds; 30 by default).
+    start_pool(processes, "--worker-ttl", "20", "--job-monitoring-interval", "1", n=1)
+    (worker,) = live_workers()
+    job = services.job_enqueue(type=pool_types.SLEEP, params={"seconds": 8, "steps": 8})
+    wait_for(lambda: running(job), 15, message="the job running")
+    began = time.monotonic()
+    beats = set()
+    while time.monotonic() - began < 6:
+        code, line = liveness("worker", threshold="3")
+        assert (code, line.startswith(f"alive: worker {worker.name} beat")) == (0, True), line
+        beats.add(rq.Worker.find_by_key(worker.key, connection=queues.new_redis()).last_heartbeat)
+        time.sleep(0.5)
+    assert len(beats) >= 4  # one a second, while the job ran
+    assert row(job).status == JobStatus.STARTED
+    ended(job)
+    assert queues.redis().ttl(worker.key) > 20  # never shortened below the worker's own TTL
 
 
 def test_a_child_over_its_memory_limit_is_replaced_after_its_job(processes, pool_types):

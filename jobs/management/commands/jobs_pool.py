@@ -1,6 +1,7 @@
 from typing import Any
 
 from django.core.management.base import CommandError, CommandParser
+from rq.defaults import DEFAULT_JOB_MONITORING_INTERVAL
 
 from jobs.management.worker_command import WorkerCommand
 from jobs.pool import Pool
@@ -29,9 +30,16 @@ class Command(WorkerCommand):
         parser.add_argument(
             "--worker-ttl", type=int, default=420, help="RQ's worker TTL: an idle worker beats every TTL - 15 s."
         )
+        parser.add_argument(
+            "--job-monitoring-interval",
+            type=float,
+            default=DEFAULT_JOB_MONITORING_INTERVAL,
+            help="The pool beats for each busy worker process every this many seconds "
+            f"(default {DEFAULT_JOB_MONITORING_INTERVAL}).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        names = self.queue_names(options, "num_workers", "max_jobs", "worker_ttl")
+        names = self.queue_names(options, "num_workers", "max_jobs", "worker_ttl", "job_monitoring_interval")
         if options["max_memory"] is not None and options["max_memory"] <= 0:
             raise CommandError("--max-memory must be a positive number of MB")
         pool = Pool(
@@ -40,5 +48,6 @@ class Command(WorkerCommand):
             max_jobs=options["max_jobs"],
             max_memory_mb=options["max_memory"],
             worker_ttl=options["worker_ttl"],
+            job_monitoring_interval=options["job_monitoring_interval"],
         )
         self.run(pool, options)
