@@ -43,6 +43,24 @@ def pytest_configure(config: pytest.Config) -> None:
         )
 
 
+#: The marks of the longest tests, in the order they start (the rest after them, in their own order).
+LONGEST_FIRST = ("faults", "browser", "once", "slow")
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-django's, which puts the tests without a database last
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest tests start first: under xdist a pass ends when its last test does, and a
+    two-minute test started last would run alone at the end. Those given a longer timeout (the
+    chaos run, the burst) start before the others of their mark."""
+
+    def rank(item: pytest.Item) -> tuple[int, float]:
+        mark = next((i for i, mark in enumerate(LONGEST_FIRST) if item.get_closest_marker(mark)), len(LONGEST_FIRST))
+        timeout = item.get_closest_marker("timeout")
+        return mark, -float(timeout.args[0]) if timeout and timeout.args else 0.0
+
+    items.sort(key=rank)
+
+
 @pytest.fixture(scope="session")
 def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> None:
     """PostgreSQL: the test database commits without waiting for its WAL to reach the disk.

@@ -580,7 +580,7 @@ def jobs_alive(processes: Processes, *args: str, **env: str) -> tuple[int, str]:
         env=processes.env(**env),
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=120,  # a Django start-up; minutes on a machine busy with the whole test command
         check=False,
     )
     lines = done.stdout.strip().splitlines()
