@@ -149,10 +149,12 @@ def check_manage_py(where: str, argv: list[str]) -> None:
         options = parser.parse_args(argv[3:])
     except CommandError as exc:
         pytest.fail(f"{where}: manage.py {name} refuses {argv[3:]}: {exc}")
-    if name == "rqworker":
-        assert options.args, f"{where}: a worker names its queues"
-        assert set(options.args) <= set(QUEUE_NAMES), f"{where}: unknown queues {options.args}"
-        assert list(options.args) == [q for q in QUEUE_NAMES if q in options.args], f"{where}: queues out of order"
+    queues_named = {"rqworker": "args", "jobs_pool": "queues", "jobs_threads": "queues"}.get(name)
+    if queues_named:
+        named = getattr(options, queues_named)
+        assert named, f"{where}: a worker names its queues"
+        assert set(named) <= set(QUEUE_NAMES), f"{where}: unknown queues {named}"
+        assert list(named) == [q for q in QUEUE_NAMES if q in named], f"{where}: queues out of order"
 
 
 def check_gunicorn(where: str, argv: list[str]) -> None:
@@ -192,6 +194,10 @@ def test_a_mistyped_command_or_argument_would_be_caught() -> None:
         check_manage_py("x", ["python", "manage.py", "jobs_alive", "wroker"])
     with pytest.raises(AssertionError, match="unknown queues"):
         check_manage_py("x", ["python", "manage.py", "rqworker", "default", "urgent"])
+    with pytest.raises(AssertionError, match="unknown queues"):
+        check_manage_py("x", ["python", "manage.py", "jobs_pool", "-n", "2", "default", "urgent"])
+    with pytest.raises(AssertionError, match="out of order"):
+        check_manage_py("x", ["python", "manage.py", "jobs_pool", "low", "high"])
     with pytest.raises(AssertionError, match="not a uvicorn worker"):
         check_gunicorn("x", ["gunicorn", "queueproject.asgi:application", "-k", "sync"])
 
@@ -199,14 +205,14 @@ def test_a_mistyped_command_or_argument_would_be_caught() -> None:
 def test_each_role_runs_what_it_should() -> None:
     services = app_services()
     assert compose_command(services["web"])[0] == "gunicorn"
-    assert compose_command(services["worker"])[2:3] == ["rqworker"]
+    assert compose_command(services["worker"])[2:5] == ["jobs_pool", "-n", "2"]  # the pooled worker
     assert compose_command(services["scheduler"])[2:3] == ["runscheduler"]
     assert compose_healthcheck(services["worker"]) == ["python", "manage.py", "jobs_alive", "worker"]
     assert compose_healthcheck(services["scheduler"]) == ["python", "manage.py", "jobs_alive", "scheduler"]
     pods = pod_specs()
     main = {owner: pod["containers"][0] for owner, pod in pods.items()}
     assert main["queueproject-web"]["command"][0] == "gunicorn"
-    assert main["queueproject-worker"]["command"][2] == "rqworker"
+    assert main["queueproject-worker"]["command"][2:5] == ["jobs_pool", "-n", "2"]
     assert main["queueproject-worker"]["livenessProbe"]["exec"]["command"][2:] == ["jobs_alive", "worker"]
     assert main["queueproject-scheduler"]["command"][2] == "runscheduler"
     assert main["queueproject-scheduler"]["livenessProbe"]["exec"]["command"][2:] == ["jobs_alive", "scheduler"]
@@ -480,7 +486,8 @@ def test_the_scheduler_runs_twice_one_leading() -> None:
 
 
 def test_liveness_thresholds_leave_an_idle_or_busy_worker_alive() -> None:
-    """An idle worker beats every --worker-ttl - 15 s, a busy one every 30 s: both under the threshold."""
+    """An idle worker beats every --worker-ttl - 15 s, a busy one every 30 s (the pool for its busy
+    processes: --job-monitoring-interval): both under the threshold."""
     threshold = int(configmap_env()["JOBS_ALIVE_THRESHOLD"])
     assert threshold == settings.JOBS_ALIVE_THRESHOLD  # the default is the deployed value
     worker_commands = [compose_command(app_services()["worker"])]
@@ -490,7 +497,8 @@ def test_liveness_thresholds_leave_an_idle_or_busy_worker_alive() -> None:
     for argv in worker_commands:
         idle_beat = int(option(argv, "--worker-ttl")) - 15
         assert idle_beat + 30 <= threshold, f"an idle worker ({argv}) beats every {idle_beat} s: too close"
-    assert threshold >= DEFAULT_JOB_MONITORING_INTERVAL + 30
+        busy_beat = float(option(argv, "--job-monitoring-interval")) if "--job-monitoring-interval" in argv else None
+        assert (busy_beat or DEFAULT_JOB_MONITORING_INTERVAL) + 30 <= threshold, f"a busy worker ({argv}): too close"
     # The probe's period and failures leave a frozen worker a couple of minutes at most.
     probe = one("Deployment", "queueproject-worker")["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]
     assert threshold + probe["periodSeconds"] * probe["failureThreshold"] <= 180
@@ -531,7 +539,7 @@ def test_keda_scales_the_workers_on_rqs_own_queue_keys() -> None:
     assert scaled["apiVersion"] == KEDA_API
     spec = scaled["spec"]
     target = one("Deployment", spec["scaleTargetRef"]["name"])
-    assert target["spec"]["template"]["spec"]["containers"][0]["command"][2] == "rqworker"
+    assert target["spec"]["template"]["spec"]["containers"][0]["command"][2] == "jobs_pool"
     assert 1 <= spec["minReplicaCount"] <= spec["maxReplicaCount"]
     queue_keys = {django_rq.get_queue(name).key for name in QUEUE_NAMES}
     assert queue_keys == {f"rq:queue:{name}" for name in QUEUE_NAMES}

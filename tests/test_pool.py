@@ -22,7 +22,9 @@ from jobs.statuses import JobStatus
 from tests.conftest import Processes, wait_for
 from tests.helpers import liveness, make_user
 
-pytestmark = [pytest.mark.slow, pytest.mark.once, pytest.mark.django_db(transaction=True)]
+# One test of each module runs on both databases (the pooled worker is the deployment files' and the
+# Procfile's); the others are `once`.
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 MODULES = "tests.pool_job_types"
 
@@ -107,6 +109,7 @@ def test_every_built_in_type_runs_in_the_pool_and_is_mirrored(processes, tmp_pat
     assert pool.poll() is None
 
 
+@pytest.mark.once
 def test_several_jobs_run_at_once_and_rq_sees_each_child(processes, pool_types):
     start_pool(processes, n=2)
     conn = queues.redis()
@@ -130,6 +133,7 @@ def test_several_jobs_run_at_once_and_rq_sees_each_child(processes, pool_types):
     assert sum(worker.successful_job_count for worker in live_workers()) == 2
 
 
+@pytest.mark.once
 def test_a_crashing_child_is_replaced_and_its_job_judged_by_its_type(processes, pool_types):
     start_pool(processes)
     processes.scheduler(JOBS_MODULES=MODULES)
@@ -151,6 +155,7 @@ def test_a_crashing_child_is_replaced_and_its_job_judged_by_its_type(processes, 
     ended(after)
 
 
+@pytest.mark.once
 def test_a_job_over_its_timeout_fails_and_only_its_child_is_replaced(processes, pool_types):
     start_pool(processes)
     slow = services.job_enqueue(type=pool_types.SLOW)
@@ -167,6 +172,7 @@ def test_a_job_over_its_timeout_fails_and_only_its_child_is_replaced(processes, 
     assert other.worker_name in worker_names()
 
 
+@pytest.mark.once
 def test_a_job_that_ignores_its_timeout_or_a_stop_is_put_down_by_the_pool(processes, pool_types):
     from jobs.pool import STOP_GRACE, overrun_margin
 
@@ -190,6 +196,7 @@ def test_a_job_that_ignores_its_timeout_or_a_stop_is_put_down_by_the_pool(proces
     ended(services.job_enqueue(type=pool_types.SLEEP))
 
 
+@pytest.mark.once
 def test_stop_ends_one_job_among_several(processes, pool_types):
     start_pool(processes)
     kept = services.job_enqueue(type=pool_types.SLEEP, params={"seconds": 4, "steps": 8})
@@ -206,6 +213,7 @@ def test_stop_ends_one_job_among_several(processes, pool_types):
     assert kept.attempts == 1
 
 
+@pytest.mark.once
 def test_a_child_busy_past_the_liveness_threshold_is_still_alive_to_the_probe(processes, pool_types):
     # `jobs_alive worker` (the orchestrator's probe) judges this host's newest worker by RQ's beat, within
     # JOBS_ALIVE_THRESHOLD (90 s in production, 3 s here). A child beats between jobs only: the pool
@@ -227,6 +235,7 @@ def test_a_child_busy_past_the_liveness_threshold_is_still_alive_to_the_probe(pr
     assert queues.redis().ttl(worker.key) > 20  # never shortened below the worker's own TTL
 
 
+@pytest.mark.once
 def test_a_child_over_its_memory_limit_is_replaced_after_its_job(processes, pool_types):
     start_pool(processes, "--max-memory", "250", n=1)
     (name,) = worker_names()
@@ -241,6 +250,7 @@ def test_a_child_over_its_memory_limit_is_replaced_after_its_job(processes, pool
     assert small.worker_name in worker_names()  # a small job leaves the new child in place
 
 
+@pytest.mark.once
 def test_max_jobs_replaces_a_child_after_that_many_jobs(processes, pool_types):
     start_pool(processes, "--max-jobs", "2", n=1)
     jobs = [services.job_enqueue(type=pool_types.SLEEP) for _ in range(6)]
@@ -251,6 +261,7 @@ def test_max_jobs_replaces_a_child_after_that_many_jobs(processes, pool_types):
     assert len({job.worker_name for job in jobs}) == 3
 
 
+@pytest.mark.once
 def test_sigterm_lets_the_running_jobs_finish(processes, pool_types):
     pool = start_pool(processes)
     first, second = (services.job_enqueue(type=pool_types.SLEEP, params={"seconds": 3, "steps": 3}) for _ in range(2))
@@ -265,6 +276,7 @@ def test_sigterm_lets_the_running_jobs_finish(processes, pool_types):
     assert live_workers() == []
 
 
+@pytest.mark.once
 def test_a_cold_stop_abandons_the_running_jobs(processes, pool_types):
     pool = start_pool(processes)
     processes.scheduler(JOBS_MODULES=MODULES)
@@ -288,6 +300,7 @@ def test_a_cold_stop_abandons_the_running_jobs(processes, pool_types):
     assert row(never_twice).attempts == 1
 
 
+@pytest.mark.once
 def test_a_sigkilled_pool_leaves_its_jobs_to_the_reconciler(processes, pool_types):
     pool = start_pool(processes)
     processes.scheduler(JOBS_MODULES=MODULES)
@@ -312,6 +325,7 @@ def test_a_sigkilled_pool_leaves_its_jobs_to_the_reconciler(processes, pool_type
 # --- the pool's mirror ------------------------------------------------------------------------
 
 
+@pytest.mark.once
 def test_one_mirror_serves_the_whole_pool_and_keeps_each_child_alive(processes, pool_types):
     pool = start_pool(processes, n=2)
     first, second = (services.job_enqueue(type=pool_types.SLEEP, params={"seconds": 2, "steps": 4}) for _ in range(2))
@@ -330,6 +344,7 @@ def test_one_mirror_serves_the_whole_pool_and_keeps_each_child_alive(processes, 
     assert len(descendants(pool.pid)) == 3
 
 
+@pytest.mark.once
 def test_a_dead_child_is_not_kept_alive_by_the_pools_mirror(processes, pool_types):
     pool = start_pool(processes, n=2)
     conn = queues.redis()
@@ -345,6 +360,7 @@ def test_a_dead_child_is_not_kept_alive_by_the_pools_mirror(processes, pool_type
     assert pool.poll() is None
 
 
+@pytest.mark.once
 def test_a_killed_mirror_is_replaced_and_the_history_goes_on(processes, pool_types):
     pool = start_pool(processes, n=1)
     (worker,) = live_workers()
@@ -358,6 +374,7 @@ def test_a_killed_mirror_is_replaced_and_the_history_goes_on(processes, pool_typ
     assert queues.redis().exists(alive_key(worker.name))
 
 
+@pytest.mark.once
 def test_the_end_of_a_burst_reaches_the_history_without_waiting_out_the_linger(redis_db, monkeypatch):
     """The pool's one mirror lets events gather between its batches (`BATCH_LINGER_SECONDS`); once a
     burst is over, what came last is applied at once rather than at the end of that wait."""

@@ -23,7 +23,9 @@ from jobs.statuses import TERMINAL, JobStatus
 from tests.conftest import wait_for
 from tests.test_pool import MODULES, attempts, ended, live_workers, pool_types, row, running, start_pool
 
-pytestmark = [pytest.mark.slow, pytest.mark.once, pytest.mark.django_db(transaction=True)]
+# One test of each module runs on both databases (the pooled worker is the deployment files' and the
+# Procfile's); the others are `once`.
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 __all__ = ["pool_types"]  # the fixture, used by name
 
@@ -78,6 +80,7 @@ def test_200_jobs_of_mixed_outcomes_have_their_history_and_rq_counts_across_two_
     assert conn.hget(f"rq:job:{jobs[0].rq_id}", "status") == b"finished"
 
 
+@pytest.mark.once
 def test_a_high_job_starts_before_the_low_ones_still_queued(processes, pool_types):
     start_pool(processes, n=1)
     lows = services.jobs_enqueue(
@@ -101,6 +104,7 @@ def test_a_high_job_starts_before_the_low_ones_still_queued(processes, pool_type
     assert started_after >= after - 1
 
 
+@pytest.mark.once
 def test_a_child_killed_between_taking_a_job_and_starting_it_leaves_it_to_the_reconciler(processes, pool_types):
     pool = start_pool(processes, n=1)
     taker = services.job_enqueue(type=pool_types.DIE_AFTER_TAKE, params={"seconds": 1})
@@ -125,6 +129,7 @@ def test_a_child_killed_between_taking_a_job_and_starting_it_leaves_it_to_the_re
     assert attempts(taken)[0][2] not in first
 
 
+@pytest.mark.once
 def test_a_worker_that_leaves_puts_the_job_it_took_back(processes, pool_types: Any):
     start_pool(processes, "--max-jobs", "1", n=1)
     jobs = services.jobs_enqueue(requests=[services.JobRequest(type=pool_types.SLEEP) for _ in range(5)])
@@ -134,6 +139,7 @@ def test_a_worker_that_leaves_puts_the_job_it_took_back(processes, pool_types: A
     assert len({job.worker_name for job in jobs}) >= 4  # a new child for (about) each job
 
 
+@pytest.mark.once
 def test_after_the_first_each_job_costs_two_round_trips_to_redis(redis_db, pool_types, monkeypatch):
     """Its start, and its end (which takes the next job): RQ's PERSIST of the job's key goes with the start."""
     from jobs.pool import PoolWorker

@@ -1,7 +1,8 @@
 """The whole product as it is deployed, once, as processes: what a team sees after `docker compose up`.
 
 A `redis-server` that wants a password, gunicorn serving the ASGI application with the uvicorn worker
-(two workers, DEBUG off, the production settings), two workers (`manage.py rqworker high default low`)
+(two workers, DEBUG off, the production settings), the pooled worker of the deployment files
+(`manage.py jobs_pool -n 2 high default low`) and the forking one (`manage.py rqworker high default low`)
 and two schedulers (`manage.py runscheduler`), all on the test database (PostgreSQL in the full suite)
 and on that Redis. Every process gets its environment spelled out here, nothing inherited from the test
 run (no `.env` file either). Then, over HTTP only, as a user of the API: the probes answer, a job
@@ -255,7 +256,7 @@ def test_the_whole_stack_runs_as_processes_and_serves_a_user_over_http(stack: St
 
     port = free_port(WEB_PORTS)
     web = stack.gunicorn(port, DB_POOL="true")
-    workers = [stack.start("rqworker", "high", "default", "low") for _ in range(2)]
+    workers = [stack.start(*command, "high", "default", "low") for command in (["jobs_pool", "-n", "2"], ["rqworker"])]
     schedulers = [stack.start("runscheduler") for _ in range(2)]
     for worker in workers:
         stack.wait_until_listening(worker, timeout=40)
