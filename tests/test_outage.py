@@ -18,13 +18,21 @@ from tests.conftest import SilentServer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-#: What the product promises a caller while Redis hangs: 503 with Retry-After within this many seconds
-#: (REDIS_SOCKET_TIMEOUT is 2 s: one Redis call that times out, and nothing more).
-PROMISED_SECONDS = 3
+#: What the product promises a caller while Redis hangs: 503 with Retry-After after one Redis call that
+#: times out (REDIS_SOCKET_TIMEOUT, 2 s), and nothing more. The tests count the calls that waited (the
+#: hung server's connections: one each); the time is bounded well below two of them plus a busy machine's
+#: delays (3.5 s seen under the whole test command; through gunicorn, the fault suite holds it to 3 s).
+PROMISED_SECONDS = 6
+
+
+def waited_once(server: SilentServer) -> bool:
+    """Whether exactly one Redis call waited on the hung server (its client connected once)."""
+    time.sleep(0.2)  # the server's thread accepts every 0.1 s
+    return len(server.connections) == 1
 
 
 @pytest.fixture
-def hanging_redis() -> Iterator[str]:
+def hanging_redis() -> Iterator[SilentServer]:
     """The queues and the cache point at a server that accepts connections and never answers."""
     server = SilentServer()
     url = f"redis://127.0.0.1:{server.port}/0"
@@ -33,7 +41,7 @@ def hanging_redis() -> Iterator[str]:
     with override_settings(RQ_QUEUES=rq_queues, CACHES=caches):
         queues.reset()
         cache.close()
-        yield url
+        yield server
     server.close()
     queues.reset()
 
@@ -50,6 +58,7 @@ def test_enqueue_gives_up_with_queue_unavailable_and_writes_nothing(hanging_redi
     with pytest.raises(QueueUnavailable):
         services.job_enqueue(type="example")
     assert time.monotonic() - started < PROMISED_SECONDS
+    assert waited_once(hanging_redis)
     assert Job.objects.count() == 0
 
 
@@ -61,6 +70,7 @@ def test_the_api_answers_503_with_retry_after_within_seconds(hanging_redis, clie
     assert response["Retry-After"] == "5"
     assert "unavailable" in response.json()["detail"]
     assert elapsed < PROMISED_SECONDS
+    assert waited_once(hanging_redis)
     assert Job.objects.count() == 0
 
     started = time.monotonic()
@@ -90,6 +100,7 @@ def test_an_action_answers_503_within_seconds_and_changes_nothing_while_redis_ha
     assert response.status_code == 503, response.content
     assert response["Retry-After"] == "5"
     assert elapsed < PROMISED_SECONDS
+    assert waited_once(hanging_redis)
     row.refresh_from_db()
     assert row.status == status  # nothing half done: the row is as it was
     assert not JobAudit.objects.filter(job_id=row.pk).exists()
