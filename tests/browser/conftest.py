@@ -54,7 +54,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-DEFAULT_TIMEOUT_MS = 10_000
+#: How long a page load or an expectation may wait: a guard against a hang. The pages answer in well
+#: under a second; under the whole test command a load once took more than 10 s.
+DEFAULT_TIMEOUT_MS = 30_000
 # The browser's clock is in the same zone as the server's (TIME_ZONE, UTC unless the environment
 # says otherwise), so times rendered by the page's scripts and by templates agree.
 TIMEZONE = settings.TIME_ZONE
