@@ -450,6 +450,7 @@ class Pool(WorkerPool):
         super().handle_dead_worker(worker_data)
         name, code = worker_data.name, worker_data.process.exitcode
         self._slots.pop(name, None)
+        self._beaten.pop(name, None)
         lived = time.monotonic() - self._born.pop(name, time.monotonic())
         self._bury(name)
         if code == 0:

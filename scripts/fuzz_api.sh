@@ -3,6 +3,8 @@
 # gunicorn: no server error, responses conform to the schema (status codes and
 # content types), invalid data is rejected, and auth is not ignored.
 # Run by scripts/test.sh; standalone: bash scripts/fuzz_api.sh [extra schemathesis options]
+# A request may take up to 60 s: a token request hashes its password (PBKDF2, half a second of
+# CPU), and on a machine busy with the whole test command one took more than 20 s.
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
 PORT="${FUZZ_PORT:-8765}"
@@ -35,4 +37,4 @@ done
 "$VENV/bin/schemathesis" run "http://127.0.0.1:$PORT/api/schema/" \
     --header "Authorization: Token $TOKEN" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,negative_data_rejection,ignored_auth \
-    --max-examples "${FUZZ_EXAMPLES:-40}" --request-timeout 20 --seed 1 --generation-deterministic "$@"
+    --max-examples "${FUZZ_EXAMPLES:-40}" --request-timeout 60 --seed 1 --generation-deterministic "$@"
