@@ -383,7 +383,7 @@ class Pool(WorkerPool):
         self.log = log
         self.options = ChildOptions(worker_ttl, max_jobs, max_memory_mb, "INFO")
         self.job_monitoring_interval = job_monitoring_interval
-        self._beaten: dict[str, float] = {}  # a busy child: when the pool last beat for it
+        self._beaten: dict[str, float] = {}  # a child: when the pool last beat for it (while busy)
         self._slots: dict[str, Slot] = {}
         self._born: dict[str, float] = {}
         self._quick_deaths = 0
@@ -519,9 +519,8 @@ class Pool(WorkerPool):
         for data in list(self.worker_dict.values()):
             slot = self._slots.get(data.name)
             job_id, started, _, _ = slot.read() if slot is not None else ("", 0.0, 0.0, 0.0)
-            if not job_id or not started:
-                self._beaten.pop(data.name, None)
-            elif moment - max(started, self._beaten.get(data.name, 0.0)) >= self.job_monitoring_interval:
+            last = max(started, self._beaten.get(data.name, 0.0))  # a new job starts the count again
+            if job_id and started and moment - last >= self.job_monitoring_interval:
                 due.append(data.name)
         if not due:
             return

@@ -131,7 +131,7 @@ def register() -> None:
 def unregister() -> None:
     from jobs import registry
 
-    for name in NAMES:
+    for name in (*NAMES, *THREAD_NAMES):
         registry._registry.pop(name, None)
 
 
@@ -148,6 +148,7 @@ register()
 SLOW_STEPS = "pool-slow-steps"
 FLAKY = "pool-flaky"
 FAIL_TWICE = "pool-fail-twice"
+THREAD_NAMES: tuple[str, ...] = (SLOW_STEPS, FLAKY, FAIL_TWICE)
 NAMES = (*NAMES, SLOW_STEPS, FLAKY, FAIL_TWICE)
 
 

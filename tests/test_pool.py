@@ -39,11 +39,16 @@ def pool_types() -> Iterator[Any]:
     pool_job_types.unregister()
 
 
-def start_pool(processes: Processes, *args: str, n: int = 2, **env: str) -> subprocess.Popen[bytes]:
-    process = processes.start("jobs_pool", "-n", str(n), *args, JOBS_MODULES=MODULES, **env)
-    wait_for(lambda: len(live_workers()) == n or process.poll() is not None, 30, message=f"{n} pool workers")
+def start_workers(processes: Processes, n: int, *args: str, **env: str) -> subprocess.Popen[bytes]:
+    """`manage.py *args` (a pool or a threaded worker of `n` RQ workers), once RQ lists them all."""
+    process = processes.start(*args, JOBS_MODULES=MODULES, **env)
+    wait_for(lambda: len(live_workers()) == n or process.poll() is not None, 30, message=f"{n} {args[0]} workers")
     assert process.poll() is None, processes.log(process)
     return process
+
+
+def start_pool(processes: Processes, *args: str, n: int = 2, **env: str) -> subprocess.Popen[bytes]:
+    return start_workers(processes, n, "jobs_pool", "-n", str(n), *args, **env)
 
 
 def live_workers() -> list[Any]:

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,37 +20,36 @@ from jobs.models import Job
 from jobs.statuses import JobStatus
 from jobs.worker import PRODUCT_WORKERS
 from tests.conftest import Processes, wait_for
-from tests.test_pool import attempts, ended, live_workers, row, worker_names
+from tests.test_pool import (
+    MODULES,
+    attempts,
+    ended,
+    live_workers,
+    pool_types,
+    row,
+    running,
+    start_workers,
+    worker_names,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.once, pytest.mark.django_db(transaction=True)]
 
-MODULES = "tests.pool_job_types"
+__all__ = ["pool_types"]  # the fixture, used by name
 
 
 @pytest.fixture
-def types() -> Iterator[Any]:
-    """Registers the test-only job types of `tests.pool_job_types` in this process, for this test only."""
-    from tests import pool_job_types
-
-    pool_job_types.register()
-    pool_job_types.register_thread_types()
-    yield pool_job_types
-    pool_job_types.unregister()
+def types(pool_types: Any) -> Any:
+    """The pool's test-only job types and the threaded worker's, in this process, for this test only."""
+    pool_types.register_thread_types()
+    return pool_types
 
 
 def start_threads(processes: Processes, *args: str, n: int = 4, **env: str) -> subprocess.Popen[bytes]:
-    process = processes.start("jobs_threads", "--concurrency", str(n), *args, JOBS_MODULES=MODULES, **env)
-    wait_for(lambda: len(live_workers()) == n or process.poll() is not None, 30, message=f"{n} thread workers")
-    assert process.poll() is None, processes.log(process)
-    return process
+    return start_workers(processes, n, "jobs_threads", "--concurrency", str(n), *args, **env)
 
 
 def outcomes(job: Job) -> list[str]:
     return [outcome for _, outcome, _ in attempts(job)]
-
-
-def running(job: Job) -> bool:
-    return row(job).status == JobStatus.STARTED
 
 
 def test_four_sleeping_jobs_run_at_once_in_one_process(processes, types):
