@@ -29,6 +29,7 @@ from django.conf import settings
 from django.utils import timezone
 from redis import Redis
 from rq.job import Job as RQJob
+from rq.job import JobStatus as RQStatus
 from rq.worker import Worker as RQWorker
 
 from jobs import events, logs, queues, rqcompat, rqstore, services
@@ -56,11 +57,16 @@ ADRIFT_KEY = "jobs:reconcile:adrift"
 ADRIFT_QUEUE_LIMIT = 100_000
 
 
+#: A waiting row whose job Redis has so is recorded canceled (`services.job_cancel_settled`).
+CANCELED_IN_REDIS = RQStatus.CANCELED.value
+
+
 @dataclass
 class ReconcileReport:
     dispatched: int = 0
     abandoned: int = 0
     lost: int = 0
+    canceled: int = 0  # cancels Redis had and the rows did not (`services.job_cancel_settled`)
     put_back: int = 0
     skipped_mirror_behind: bool = False
 
@@ -240,16 +246,23 @@ def take_over_from_dead_mirrors(conn: Redis) -> int:
     return applied
 
 
+def _mirror_behind(conn: Redis, report: ReconcileReport) -> bool:
+    """Whether the mirror is too far behind for any verdict (the round then judges nothing)."""
+    if mirror_backlog_age(conn) <= MIRROR_BEHIND_SECONDS:
+        return False
+    report.skipped_mirror_behind = True
+    log.warning("reconciler: the mirror is behind; judging no job this round")
+    return True
+
+
 def reconcile() -> ReconcileReport:
     report = ReconcileReport()
     conn = queues.redis()
     # Read from Redis alone, first: while the database is away the round says why it judges
     # nothing before the dispatch below fails on the database.
-    if mirror_backlog_age(conn) > MIRROR_BEHIND_SECONDS:
-        report.skipped_mirror_behind = True
-        log.warning("reconciler: the mirror is behind; judging no job this round")
+    behind = _mirror_behind(conn, report)
     report.dispatched = services.jobs_dispatch_pending(older_than=GRACE)
-    if report.skipped_mirror_behind:
+    if behind:
         return report
 
     # What dead workers' mirrors had read but not applied (a job's end, say) is applied first:
@@ -283,11 +296,18 @@ def reconcile() -> ReconcileReport:
         )
         if not chunk:
             break
+        # Again once the rows are read: a busy database (SQLite waits up to its busy timeout) may
+        # have held the round long enough for the mirror to fall behind since the last look.
+        if _mirror_behind(conn, report):
+            return report
         last_pk = chunk[-1].pk
         with conn.pipeline() as pipe:
             for row in chunk:
                 pipe.exists(RQJob.key_for(row.rq_id))
-            exists = pipe.execute()
+                pipe.hget(RQJob.key_for(row.rq_id), "status")
+            replies = pipe.execute()
+        exists = replies[::2]
+        rq_statuses = [raw.decode() if isinstance(raw, bytes) else raw for raw in replies[1::2]]
         rq_started = _still_started(conn, [row for row in chunk if row.status == JobStatus.STARTED])
         started_workers = sorted(
             {row.worker_name for row in chunk if row.status == JobStatus.STARTED and row.worker_name}
@@ -303,13 +323,15 @@ def reconcile() -> ReconcileReport:
             ]
         )
         now = timezone.now()
-        for row, in_redis in zip(chunk, exists, strict=True):
+        for row, in_redis, rq_status in zip(chunk, exists, rq_statuses, strict=True):
             if row.status != JobStatus.STARTED:
                 if row.created_at > cutoff:
                     continue  # a waiting row may still be on its way
                 if not in_redis:
                     services.job_give_up_on(job=row, outcome=JobStatus.LOST, reason=LOST_REASON)
                     report.lost += 1
+                elif rq_status == CANCELED_IN_REDIS and services.job_cancel_settled(job=row) is not None:
+                    report.canceled += 1
                 continue
             # A started job is judged by its worker first: one that still beats may still be
             # running it, even when Redis has forgotten the job (a restart without persistence).
@@ -333,6 +355,11 @@ def reconcile() -> ReconcileReport:
             # Else Redis has its end already (the work horse wrote it, with its event, as its worker
             # died): the mirror brings it to the row, which is not judged meanwhile.
     report.put_back = adrift.put_back()
-    if report.abandoned or report.lost:
-        log.info("reconciler: %s abandoned, %s lost", report.abandoned, report.lost)
+    if report.abandoned or report.lost or report.canceled:
+        log.info(
+            "reconciler: %s abandoned, %s lost, %s canceled in Redis recorded",
+            report.abandoned,
+            report.lost,
+            report.canceled,
+        )
     return report

@@ -278,7 +278,7 @@ def _kept_after_lost_answer(rows: Sequence[Job], exc: BaseException) -> bool:
     if not rqstore.maybe_applied(exc):
         return False
     why = f"the answer to the transaction creating {len(rows)} jobs was lost ({type(exc).__name__}: {exc})"
-    return rqstore.take_back(rows, all_or_none=True, why=why) is rqstore.TakeBack.RUNNING
+    return rqstore.take_back(rows, all_or_none=True, why=why, after=exc) is rqstore.TakeBack.RUNNING
 
 
 def _take_back(rows: Sequence[Job]) -> None:
@@ -456,20 +456,52 @@ def job_cancel(*, job: Job, user: User = None, via: str = VIA_CODE) -> Job:
         _require(row, "cancel", CANCELABLE)
         taken_off = row.status == JobStatus.PENDING or rqstore.take_off(row.queue, row.rq_id)
         # Not on its queue nor the schedule: a worker took it meanwhile (the mirror will say so),
-        # unless Redis has forgotten the job altogether (then nothing can run it).
-        if not taken_off and rqstore.status(row.rq_id) is not None:
+        # unless Redis has forgotten the job altogether (then nothing can run it), or has it canceled
+        # already (an earlier cancel whose answer was lost: this one records it).
+        if not taken_off and rqstore.status(row.rq_id) not in (None, RQStatus.CANCELED.value):
             raise ActionNotAllowed("cancel", "already taken by a worker", CANCELABLE)
         _audit([row], "cancel", user, via)
-        row.status = JobStatus.CANCELED
-        row.ended_at = timezone.now()
-        row.scheduled_for = None
-        # Past any event of the attempt that will now never run (a "queued" from a promotion
-        # still on the stream must not undo the cancel).
-        row.mirror_seq = max(row.mirror_seq, events.seq_after(row.attempts + 1))
-        row.save(update_fields=["status", "ended_at", "scheduled_for", "mirror_seq", "updated_at"])
+        _mark_canceled(row)
     _log_action("cancel", [row], user, via)
     _announce(events.CHANGED, [row])
     return row
+
+
+#: The audit note of a cancel the reconciler records (`job_cancel_settled`).
+CANCEL_SETTLED_NOTE = (
+    "recorded by the reconciler: Redis had the job canceled (a cancel whose answer was lost, "
+    "or one made through RQ itself)"
+)
+
+
+def job_cancel_settled(*, job: Job) -> Job | None:
+    """Record a cancel Redis has and the row does not: the job canceled in Redis, on no queue, its
+    row still waiting. Redis applied a cancel and went away before it answered (the caller was told
+    503, the row rolled back), or the process that asked died before its commit, or the job was
+    canceled through RQ itself (its dashboard, its command line). Left so, the row waited for ever
+    for a job nothing would run. Called by the reconciler; None when the row or Redis changed
+    meanwhile (the next round looks again)."""
+    with transaction.atomic():
+        row = _locked(job)
+        if row.status != job.status or row.mirror_seq != job.mirror_seq or row.status not in CANCELABLE:
+            return None
+        if rqstore.status(row.rq_id) != RQStatus.CANCELED.value:
+            return None
+        _audit([row], "cancel", None, VIA_CODE, notes=[CANCEL_SETTLED_NOTE])
+        _mark_canceled(row)
+    _log_action("cancel", [row], None, VIA_CODE)
+    _announce(events.CHANGED, [row])
+    return row
+
+
+def _mark_canceled(row: Job) -> None:
+    row.status = JobStatus.CANCELED
+    row.ended_at = timezone.now()
+    row.scheduled_for = None
+    # Past any event of the attempt that will now never run (a "queued" from a promotion
+    # still on the stream must not undo the cancel).
+    row.mirror_seq = max(row.mirror_seq, events.seq_after(row.attempts + 1))
+    row.save(update_fields=["status", "ended_at", "scheduled_for", "mirror_seq", "updated_at"])
 
 
 def job_stop(*, job: Job, user: User = None, via: str = VIA_CODE) -> Job:

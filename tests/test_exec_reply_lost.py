@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -179,11 +180,36 @@ def test_when_the_take_back_cannot_reach_redis_the_creation_is_refused_within_a_
     finally:
         if silent is not None:
             silent.close()
-    assert time.monotonic() - started < rqstore.TAKE_BACK_SECONDS + 0.5
+    # Within the bound every refusal keeps (a 503 within 3 s, as in the fault suite): the take-back's
+    # budget and the rest of the call (0.6 s more was seen on a loaded machine).
+    assert rqstore.take_back_seconds(LOST["reset"]) <= 2.0
+    assert time.monotonic() - started < 3.0
     assert not Job.objects.exists()
     # The one window left: the job is in Redis without its row, and the log says so.
     assert len(jobs_in_redis()) == 1
     assert any("could not be taken back" in record.getMessage() for record in caplog.records)
+
+
+def test_after_a_dropped_connection_the_take_back_waits_for_redis_to_come_back(answer_lost, monkeypatch):
+    """Redis killed just after it applied the creation, and back a second later (a restart from its
+    append-only file): the take-back reaches it, the creation is refused and nothing is left. (It
+    gave up after 0.3 s, and the job then ran without its row, its creator told it was refused.)"""
+    back_at = [float("inf")]
+    real_new_redis = queues.new_redis
+
+    def restarting(**options: Any) -> redis.Redis:
+        conn = real_new_redis(**options)
+        if time.monotonic() < back_at[0]:
+            conn.connection_pool.connection_kwargs["port"] = closed_port()
+        return conn
+
+    monkeypatch.setattr(queues, "new_redis", restarting)
+    answer_lost(LOST["reset"], then=lambda: back_at.__setitem__(0, time.monotonic() + 1.0))
+    with pytest.raises(QueueUnavailable):
+        services.job_enqueue(type="example")
+    assert not Job.objects.exists()
+    assert jobs_in_redis() == set()
+    assert queued_ids() == []
 
 
 def failed_job() -> Job:
@@ -214,3 +240,68 @@ def test_a_retry_a_worker_has_already_taken_stands(answer_lost):
     assert Job.objects.get(pk=job.pk).status == JobStatus.QUEUED
     assert jobs_in_redis() == {str(job.pk)}
     assert queued_ids() == []
+
+
+# --- a cancel Redis applied, whose answer was lost ----------------------------------------------
+
+
+@pytest.fixture
+def cancel_answer_lost(monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """The next cancel's take-off reaches Redis and is applied, then the connection drops before its
+    answer (Redis killed just after: with its append-only file, it comes back with the cancel)."""
+
+    def arm() -> None:
+        real_take_off = rqstore.take_off
+
+        def applied_then_lost(queue_name: str, job_id: str) -> bool:
+            monkeypatch.setattr(rqstore, "take_off", real_take_off)
+            real_take_off(queue_name, job_id)
+            raise LOST["reset"]
+
+        monkeypatch.setattr(rqstore, "take_off", applied_then_lost)
+
+    return arm
+
+
+def refused_cancel(job: Job, arm: Callable[[], None]) -> None:
+    arm()
+    with pytest.raises(QueueUnavailable):
+        services.job_cancel(job=job)
+    row = Job.objects.get(pk=job.pk)
+    assert row.status == JobStatus.SCHEDULED  # what the caller was told: nothing changed
+    assert rqstore.status(job.rq_id) == "canceled"  # what Redis has: off the schedule for good
+    assert scheduled_ids() == []
+
+
+def test_a_cancel_whose_answer_was_lost_is_recorded_by_the_reconciler(cancel_answer_lost):
+    """The row waited for ever for a job nothing would run (the chaos run: 'left scheduled (Redis:
+    canceled, in no queue or registry)')."""
+    from jobs import reconcile
+
+    job = services.job_enqueue(type="example", delay_seconds=600)
+    refused_cancel(job, cancel_answer_lost)
+    Job.objects.filter(pk=job.pk).update(created_at=job.created_at - reconcile.GRACE - timedelta(seconds=1))
+
+    assert reconcile.reconcile().canceled == 1
+    row = Job.objects.get(pk=job.pk)
+    assert row.status == JobStatus.CANCELED
+    assert row.ended_at is not None
+    audit = row_audit(job)
+    assert [(entry.action, entry.status_before) for entry in audit] == [("cancel", "scheduled")]
+    assert "reconciler" in audit[0].note
+    assert reconcile.reconcile().canceled == 0  # recorded once
+
+
+def test_a_cancel_asked_again_after_its_answer_was_lost_is_recorded(cancel_answer_lost):
+    """Told 503, the caller asks again: the job is canceled, not refused as 'already taken by a worker'."""
+    job = services.job_enqueue(type="example", delay_seconds=600)
+    refused_cancel(job, cancel_answer_lost)
+    services.job_cancel(job=job)
+    assert Job.objects.get(pk=job.pk).status == JobStatus.CANCELED
+    assert scheduled_ids() == []
+
+
+def row_audit(job: Job) -> list[Any]:
+    from jobs.models import JobAudit
+
+    return list(JobAudit.objects.filter(job_id=job.pk).order_by("at"))

@@ -289,3 +289,33 @@ def test_a_job_enqueued_inside_a_transaction_is_pending_until_commit(django_capt
         assert queues.get_queue("default").count == 0
     wait_for(lambda: Job.objects.get(pk=job.pk).status == JobStatus.QUEUED, 5)
     assert queues.get_queue("default").get_job_ids() == [str(job.id)]
+
+
+def test_a_bulk_action_taken_before_its_row_is_committed_waits_for_the_row():
+    """A worker can take a job the moment it reaches Redis, just before the creating transaction
+    commits its row: the bulk action waits for its row instead of refusing as if its creator had
+    no rights."""
+    import threading
+
+    from jobs.tasks import bulk_action
+    from tests.helpers import make_user
+
+    operator = make_user("bulk-operator", perms=("view_job", "change_job"))
+    job = services.job_enqueue(
+        type="bulk_action", params={"action": "cancel", "filters": {"status": ["scheduled"]}}, user=operator
+    )
+    row = Job.objects.get(pk=job.pk)
+    Job.objects.filter(pk=job.pk).delete()  # as if not committed yet
+
+    def commit_later() -> None:
+        from django.db import connection
+
+        row.save(force_insert=True)
+        connection.close()
+
+    committer = threading.Timer(0.3, commit_later)
+    committer.start()
+    found = bulk_action._own_row(str(job.pk))
+    committer.join()
+    assert found is not None
+    assert found.created_by == operator

@@ -11,6 +11,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         report = reconcile()
         self.stdout.write(
-            f"dispatched {report.dispatched} pending, marked {report.abandoned} abandoned and {report.lost} lost"
+            f"dispatched {report.dispatched} pending, marked {report.abandoned} abandoned and {report.lost} lost, "
+            f"recorded {report.canceled} canceled in Redis"
             + (" (mirror behind: judged nothing)" if report.skipped_mirror_behind else "")
         )
