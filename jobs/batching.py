@@ -43,7 +43,6 @@ import rq
 from redis.client import Pipeline
 from rq.executions import Execution
 from rq.job import Job as RQJob
-from rq.job import _job_stack
 from rq.suspension import WORKERS_SUSPENDED
 from rq.utils import now, utcformat
 from rq.worker import WorkerStatus
@@ -52,20 +51,26 @@ from jobs import queues, rqcompat
 from jobs.errors import REDIS_ERRORS
 from jobs.rqstore import MirroredJob
 
+try:
+    from rq.job import _job_stack  # RQ 2.x: the stack `get_current_job` reads
+except ImportError:  # RQ 3 has none, and runs its own steps (`ACTIVE`)
+    _job_stack = None  # type: ignore[assignment]
+
 log = logging.getLogger(__name__)
 
 #: Whether the batched steps run (RQ 2.x); on RQ 3 the worker runs RQ's own.
 ACTIVE = not rqcompat.RQ3
 
 #: Takes the next job, inside the MULTI/EXEC that records the last one's end.
-#: KEYS[1]: RQ's suspension flag; KEYS[2]: the paused-queue set; KEYS[3..]: the queues, highest
-#: priority first. ARGV[1]: the job key prefix; ARGV[2]: the intermediate list to park the id in
-#: ('' for none: RQ keeps one only for a worker on a single queue); ARGV[3..]: the queue names, in
-#: the order of KEYS[3..]. Returns {queue key, job id, the job's hash as a flat list}, or nil.
+#: KEYS[1]: RQ's suspension flag; KEYS[2]: the paused-queue set; KEYS[3]: where the worker notes
+#: what it took (`taken_key`); KEYS[4..]: the queues, highest priority first. ARGV[1]: the job key
+#: prefix; ARGV[2]: the intermediate list to park the id in ('' for none: RQ keeps one only for a
+#: worker on a single queue); ARGV[3]: seconds the note lives; ARGV[4..]: the queue names, in the
+#: order of KEYS[4..]. Returns {queue key, job id, the job's hash as a flat list}, or nil.
 #: An id whose job is gone is dropped, as RQ's dequeue does.
 TAKE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return false end
-for i = 3, #KEYS do
+for i = 4, #KEYS do
   if redis.call('SISMEMBER', KEYS[2], ARGV[i]) == 0 then
     while true do
       local id = redis.call('LPOP', KEYS[i])
@@ -73,6 +78,7 @@ for i = 3, #KEYS do
       local data = redis.call('HGETALL', ARGV[1] .. id)
       if #data > 0 then
         if ARGV[2] ~= '' then redis.call('RPUSH', ARGV[2], id) end
+        redis.call('SET', KEYS[3], KEYS[i] .. ' ' .. id, 'EX', ARGV[3])
         return {KEYS[i], id, data}
       end
     end
@@ -80,6 +86,16 @@ for i = 3, #KEYS do
 end
 return false
 """
+
+#: Seconds a worker's note of the job it took lives (it is deleted when the job starts).
+TAKEN_TTL = 3600
+
+
+def taken_key(worker_name: str) -> str:
+    """Where a batching worker notes the job its last take popped (`<queue key> <job id>`), until
+    the job starts: what it took when the answer of a transaction Redis applied never arrived."""
+    return f"jobs:taken:{worker_name}"
+
 
 #: Seconds a heartbeat written in a pipeline counts as fresh: RQ's loop beats again right after a
 #: job, and before and after each wait; within this, those beats are not sent again.
@@ -101,6 +117,7 @@ class BatchedJob(MirroredJob):
             return super().perform()
         self._persisted = False
         # RQ 2.x's `Job.perform` from here on (`ACTIVE`): the job on RQ's stack (`get_current_job`), its code run.
+        assert _job_stack is not None
         _job_stack.push(self)
         try:
             self._result = self._execute()
@@ -136,6 +153,8 @@ class BatchedWorkerMixin:
         self._beat_at = 0.0
         self._end_beat = False
         self._take_error: Exception | None = None
+        self._take_unanswered = False
+        self._taken_at: int | None = None  # where the take's reply is in the end's transaction
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         with self.batching():
@@ -165,6 +184,9 @@ class BatchedWorkerMixin:
         if self._take_error is not None:
             error, self._take_error = self._take_error, None
             raise error  # as RQ's dequeue raises on a job it cannot read: the worker stops
+        if self._take_unanswered:
+            with contextlib.suppress(*REDIS_ERRORS):  # Redis failed again: the next round tries again
+                self._recover_take()
         held, self._held = self._held, None
         if held is None:
             return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)  # type: ignore[misc]
@@ -221,6 +243,7 @@ class BatchedWorkerMixin:
             self.heartbeat(heartbeat_ttl, pipeline=pipe)
             job.heartbeat(now(), heartbeat_ttl, pipeline=pipe)
             job.prepare_for_execution(self.name, pipeline=pipe)
+            pipe.delete(taken_key(self.name))
             if remove_from_intermediate_queue:
                 pipe.lrem(rq.Queue(job.origin, connection=self.connection).intermediate_queue_key, 1, job.id)
             if isinstance(job, BatchedJob):
@@ -250,12 +273,16 @@ class BatchedWorkerMixin:
             assert job.last_heartbeat is not None
             pipeline.hset(job.key, "last_heartbeat", utcformat(job.last_heartbeat))
 
-    def handle_job_success(self, job: RQJob, queue: rq.Queue, started_job_registry: Any) -> None:
+    def handle_job_success(self, job: RQJob, queue: rq.Queue, *args: Any, **kwargs: Any) -> None:
         """RQ 2.x's, in one MULTI/EXEC without RQ's WATCH of the dependents (see the module). A run
-        whose job has moved on to a later attempt (`MirrorWorkerMixin._handed_on`) records only its end."""
+        whose job has moved on to a later attempt (`MirrorWorkerMixin._handed_on`) records only its end.
+        (RQ 3 passes the execution too: its own steps run.)"""
         if not self._batching or self._handed_on(job):  # type: ignore[attr-defined]
-            super().handle_job_success(job, queue, started_job_registry)  # type: ignore[misc]
+            super().handle_job_success(job, queue, *args, **kwargs)  # type: ignore[misc]
             return
+        self._until_recorded(job, lambda: self._record_success(job, queue))  # type: ignore[attr-defined]
+
+    def _record_success(self, job: RQJob, queue: rq.Queue) -> None:
         with self.connection.pipeline() as pipeline:
             self._beat_job(job, pipeline)
             dependents_at = len(pipeline.command_stack)
@@ -299,8 +326,7 @@ class BatchedWorkerMixin:
             return
         self.set_state(WorkerStatus.IDLE, pipeline=pipeline)
         self.heartbeat(pipeline=pipeline)
-        taken_at = self._take(pipeline) if self._may_take() else None
-        self._on_execute(pipeline, taken_at)
+        self._taken_at = self._take(pipeline) if self._may_take() else None
 
     def _take(self, pipeline: Pipeline) -> int:
         """Append the take of the next job to the pipeline; the index of its reply."""
@@ -309,30 +335,34 @@ class BatchedWorkerMixin:
         at = len(pipeline.command_stack)
         pipeline.eval(
             TAKE,
-            2 + len(ordered),
+            3 + len(ordered),
             WORKERS_SUSPENDED,
             queues.PAUSED_KEY,
+            taken_key(self.name),
             *(queue.key for queue in ordered),
             self.job_class.redis_job_namespace_prefix,
             intermediate,
+            TAKEN_TTL,
             *(queue.name for queue in ordered),
         )
         return at
 
-    def _on_execute(self, pipeline: Pipeline, taken_at: int | None) -> None:
-        """Have the pipeline (which RQ executes) report its outcome: the worker's state written, the
-        job it took. Only its next execution: RQ's failure path may execute it twice."""
-        original = pipeline.execute
+    def _end_sent(self, results: list[Any]) -> None:
+        """The end's transaction went through (`MirrorWorkerMixin._note_landing`): the worker's state
+        and beat are written, and the job it took is held for the loop's next round."""
+        super()._end_sent(results)  # type: ignore[misc]
+        taken_at, self._taken_at = self._taken_at, None
+        if not self._batching:
+            return
+        self._take_unanswered = False
+        self._executed()
+        if taken_at is not None and taken_at < len(results):
+            self._hold(results[taken_at])
 
-        def execute(raise_on_error: bool = True) -> list[Any]:
-            pipeline.execute = original  # type: ignore[method-assign]
-            results: list[Any] = original(raise_on_error)
-            self._executed()
-            if taken_at is not None and taken_at < len(results):
-                self._hold(results[taken_at])
-            return results
-
-        pipeline.execute = execute  # type: ignore[method-assign]
+    def _end_not_sent(self) -> None:
+        super()._end_not_sent()  # type: ignore[misc]
+        taken_at, self._taken_at = self._taken_at, None
+        self._take_unanswered = taken_at is not None
 
     def _hold(self, reply: Any) -> None:
         """Keep the job the take returned, read as `Job.fetch` reads it, for the loop's next round."""
@@ -354,6 +384,23 @@ class BatchedWorkerMixin:
         self.log.debug("Worker %s: took job %s from %s", self.name, job.id, queue.name)
         if on_take is not None:
             on_take(job.id)
+
+    def _recover_take(self) -> None:
+        """A transaction with a take in it failed, maybe after Redis applied it (only its answer
+        lost): the job it popped is on no queue, and only this worker knows. Hold it, as the answer
+        would have (without this, the reconciler puts it back once it has been adrift a while)."""
+        if not self._wait_for_redis():  # type: ignore[attr-defined]
+            return  # asked to stop: the reconciler puts it back
+        note: Any = self.connection.get(taken_key(self.name))
+        self._take_unanswered = False
+        if not note:
+            return  # the transaction never ran: nothing was taken
+        queue_key, job_id = note.decode().split(" ", 1)
+        flat: Any = self.connection.hgetall(self.job_class.key_for(job_id))
+        if flat.get(b"status") != b"queued":
+            return
+        log.info("worker %s: job %s taken in a transaction whose answer was lost; running it", self.name, job_id)
+        self._hold([queue_key.encode(), job_id.encode(), [item for pair in flat.items() for item in pair]])
 
     # --- leaving with a job in hand ---
 

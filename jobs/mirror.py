@@ -11,6 +11,7 @@ drainers): applying them is idempotent and only moves a row forward.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import os
@@ -50,11 +51,18 @@ WAITING_RETRY_MAX = 1.0
 #: would cost a busy worker most of its throughput. The most it adds to the lag.
 BATCH_LINGER_SECONDS = 0.2
 #: A lingering mirror looks at the stream this often. It applies at once when this many events have
-#: come (the batch is big enough), or, after a batch of at least LINGER_BUSY_BATCH events, when none
-#: came since it last looked: the end of a burst reaches the history without waiting out the linger.
+#: come (the batch is big enough), or, once a burst of at least LINGER_BUSY_BATCH events has come (within
+#: one linger's time, over however many batches, counting those come since the last read), when none
+#: came since it last looked: the end of a burst reaches the history without waiting out the linger,
+#: and a trickle is still gathered.
 LINGER_POLL_SECONDS = 0.025
 LINGER_ENOUGH = 200
 LINGER_BUSY_BATCH = 20
+#: A stopping mirror tries again after an error for this long, every STOP_RETRY_PAUSE seconds at most:
+#: what its worker did reaches the database before it exits, also through a Redis just back from a
+#: restart (which has lost the consumer group until the next round makes it) or a database that blinked.
+STOP_RETRY_SECONDS = 3.0
+STOP_RETRY_PAUSE = 0.25
 #: Pending events of a consumer idle this long are taken over by another.
 CLAIM_IDLE_MS = 30_000
 #: The key a mirror keeps fresh while it (and the worker or scheduler it serves) is alive.
@@ -350,6 +358,8 @@ class Drainer:
         # start a job a moment before the transaction that wrote its row commits.
         self._waiting_retry = WAITING_RETRY_MIN
         self._last_housekeeping = 0.0
+        #: The stream's length as the last read returned (XLEN in its round trip): what came after.
+        self.length_at_read: int | None = None
 
     def ensure_group(self) -> None:
         try:
@@ -359,13 +369,12 @@ class Drainer:
                 raise
 
     def _read(self, entry_id: str, block_ms: int | None) -> list[Event]:
-        response: Any = self.redis.xreadgroup(
-            events.GROUP,
-            self.consumer,
-            {events.STREAM: entry_id},
-            count=self.batch_size,
-            block=block_ms,
-        )
+        with self.redis.pipeline(transaction=False) as pipe:
+            stream: dict[Any, Any] = {events.STREAM: entry_id}
+            pipe.xreadgroup(events.GROUP, self.consumer, stream, count=self.batch_size, block=block_ms)
+            pipe.xlen(events.STREAM)
+            response, length = pipe.execute()
+        self.length_at_read = int(length)
         found: list[Event] = []
         for _stream, entries in response or []:
             for entry_id_raw, fields in entries:
@@ -539,11 +548,15 @@ class MirrorThread(threading.Thread):
     def run(self) -> None:
         wait = 0.5
         group_ready = False
+        recent: collections.deque[tuple[float, int]] = collections.deque()  # (when, how many) applied
+        stop_by: float | None = None  # once stopping: until when errors are tried again
         while True:
             if self.parent_pid is not None and os.getppid() != self.parent_pid:
                 # The worker died: stop vouching for it (the reconciler then sees it dead).
                 self._stop_requested.set()
             stopping = self._stop_requested.is_set()
+            if stopping and stop_by is None:
+                stop_by = time.monotonic() + STOP_RETRY_SECONDS
             try:
                 self._keep_alive()
                 if not group_ready:  # again after a Redis error: a restarted Redis has no group
@@ -552,27 +565,28 @@ class MirrorThread(threading.Thread):
                 applied = self.drainer.drain_once(block_ms=None if stopping else 200)
                 self.drainer.housekeeping()
                 wait = 0.5
+                burst = _burst(recent, applied)
                 if stopping and applied == 0:
                     break
                 if not stopping and 0 < applied < self.drainer.batch_size:
                     # Caught up: let the next events gather rather than one transaction per event.
-                    self._linger(busy=applied >= LINGER_BUSY_BATCH)
+                    self._linger(burst)
             except DatabaseError as exc:
                 log.warning("mirror: database unavailable (%s); retrying in %.1fs", exc, wait)
                 _discard_broken_connection()
-                if self._sleep_or_stop(wait) and stopping:
+                if self._pause_after_error(wait, stop_by):
                     break
                 wait = min(wait * 2, 5.0)
             except redis_lib.RedisError as exc:
                 log.warning("mirror: Redis unavailable (%s); retrying in %.1fs", exc, wait)
                 group_ready = False
                 self._last_alive = 0.0  # beat as soon as Redis is back: a restarted Redis has no key
-                if self._sleep_or_stop(wait) and stopping:
+                if self._pause_after_error(wait, stop_by):
                     break
                 wait = min(wait * 2, 5.0)
             except Exception:  # never let the thread die: its events would wait for another drainer
                 log.exception("mirror: unexpected error")
-                if self._sleep_or_stop(wait) and stopping:
+                if self._pause_after_error(wait, stop_by):
                     break
         keys = self._alive_keys()
         if keys:
@@ -580,26 +594,50 @@ class MirrorThread(threading.Thread):
                 self.redis.delete(*keys)
         connection.close()
 
-    def _sleep_or_stop(self, seconds: float) -> bool:
-        return self._stop_requested.wait(seconds)
+    def _pause_after_error(self, wait: float, stop_by: float | None) -> bool:
+        """Wait before trying again after an error; True when the mirror gives up: it is stopping and
+        its time for what is left ran out. A stop asked during the wait ends it (the next round drains)."""
+        if stop_by is None:
+            self._stop_requested.wait(wait)
+            return False
+        if time.monotonic() >= stop_by:
+            return True
+        time.sleep(min(wait, STOP_RETRY_PAUSE, max(0.0, stop_by - time.monotonic())))
+        return False
 
-    def _linger(self, busy: bool) -> None:
-        """Wait up to BATCH_LINGER_SECONDS for the next events, less when enough have come or, `busy`
-        (the last batch was big), when the stream went quiet. The stream's length tells (one cheap
-        command per look); a length that went down (a trim) ends the wait."""
+    def _linger(self, burst: int) -> None:
+        """Wait up to BATCH_LINGER_SECONDS for the next events, less when enough have come or, once the
+        burst (`burst` events applied within the last linger's time, and those come since) is big,
+        when the stream went quiet. The stream's length tells (one cheap command per look), counted
+        from the last read: events that came while that batch was applied count too; a length that
+        went down (a trim) ends the wait."""
         deadline = time.monotonic() + BATCH_LINGER_SECONDS
-        start = seen = self._stream_length()
+        at_read = self.drainer.length_at_read
+        start = seen = self._stream_length() if at_read is None else at_read
         while not self._stop_requested.wait(max(0.0, min(LINGER_POLL_SECONDS, deadline - time.monotonic()))):
             if time.monotonic() >= deadline:
                 return
             length = self._stream_length()
-            if length - start >= LINGER_ENOUGH or length < seen or (busy and length == seen):
+            came = length - start
+            if came >= LINGER_ENOUGH or length < seen or (burst + came >= LINGER_BUSY_BATCH and length == seen):
                 return
             seen = length
 
     def _stream_length(self) -> int:
         length: Any = self.redis.xlen(events.STREAM)
         return int(length)
+
+
+def _burst(recent: collections.deque[tuple[float, int]], applied: int) -> int:
+    """How many events were applied within the last BATCH_LINGER_SECONDS, this batch's `applied`
+    included: a burst, once LINGER_BUSY_BATCH or more (a rate a linger's gathering no longer helps),
+    whether it came in one batch or several; a trickle never adds up to one."""
+    moment = time.monotonic()
+    if applied:
+        recent.append((moment, applied))
+    while recent and recent[0][0] < moment - BATCH_LINGER_SECONDS:
+        recent.popleft()
+    return sum(count for _, count in recent)
 
 
 class MirrorProcess:

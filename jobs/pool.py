@@ -42,7 +42,7 @@ import signal
 import time
 from dataclasses import dataclass
 from datetime import timedelta
-from multiprocessing import get_context
+from multiprocessing import get_context, parent_process
 from multiprocessing.process import BaseProcess
 from multiprocessing.sharedctypes import RawArray
 from types import FrameType
@@ -63,7 +63,7 @@ from jobs import logs, queues, rqstore
 from jobs.batching import BatchedWorkerMixin
 from jobs.errors import REDIS_ERRORS
 from jobs.mirror import MirrorProcess, alive_key
-from jobs.worker import PRODUCT_WORKERS, MirrorWorkerMixin, _die_with
+from jobs.worker import PRODUCT_WORKERS, MirrorWorkerMixin, Worker, _die_with
 
 if TYPE_CHECKING:
     from jobs.threads import AliveNames
@@ -79,10 +79,14 @@ CHECK_INTERVAL = 0.2
 #: A child that dies younger than this counts as failing at its start: its respawn waits, longer each time.
 QUICK_DEATH_SECONDS = 2.0
 RESPAWN_BACKOFF_MAX = 5.0
+#: RQ's worker TTL of each child: an idle child beats every TTL - 15 s.
+DEFAULT_WORKER_TTL = 420
 #: A job id longer than this is not watched by the pool (RQ's own ids are 36 characters).
 SLOT_ID_BYTES = 128
 
 _ForkProcess = get_context("fork").Process
+#: The signals that stop a pool, and a child.
+STOP_REQUESTS = {signal.SIGINT, signal.SIGTERM}
 
 
 def overrun_margin(timeout: float) -> float:
@@ -284,12 +288,16 @@ class ChildOptions:
     max_jobs: int | None
     max_memory_mb: float | None
     logging_level: str
+    burst: bool = False  # each child leaves once the queues are empty
 
 
 def _run_child(name: str, queue_names: list[str], pool_pid: int, slot: Slot, options: ChildOptions) -> None:
     """A child's life: a PoolWorker serving the queues until it is spent or asked to stop."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the pool's handlers until the worker sets its own
+    # Forked with the stop signals held (`Pool.start_worker`) and the pool's handlers: a stop that came
+    # meanwhile ends the child now, by default; one that comes later, once its worker's handlers are set.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_REQUESTS)
     _die_with(pool_pid)
     from django.db import connections
 
@@ -307,7 +315,7 @@ def _run_child(name: str, queue_names: list[str], pool_pid: int, slot: Slot, opt
         slot=slot,
         pool_mirror=True,
     )
-    worker.work(max_jobs=max_jobs, logging_level=options.logging_level)
+    worker.work(burst=options.burst, max_jobs=max_jobs, logging_level=options.logging_level)
 
 
 def record_dead(connection: Any, name: str, queue_names: list[str]) -> None:
@@ -369,7 +377,7 @@ class Pool(WorkerPool):
         num_workers: int,
         max_jobs: int | None = None,
         max_memory_mb: float | None = None,
-        worker_ttl: int = 420,
+        worker_ttl: int = DEFAULT_WORKER_TTL,
         job_monitoring_interval: float = DEFAULT_JOB_MONITORING_INTERVAL,
     ):
         super().__init__(
@@ -440,6 +448,20 @@ class Pool(WorkerPool):
             name=f"rq:pool-worker:{name}",
         )
 
+    def start_worker(
+        self, count: int | None = None, burst: bool = True, _sleep: float = 0, logging_level: str = "INFO"
+    ) -> None:
+        """RQ's, with the stop signals held from the look at the pool's status until the new child is
+        one of `worker_dict`, and none started once the pool is stopping. A stop asked in between
+        stopped only the children entered before it, and the pool then waited for the new one for
+        ever (seen: `rqworker` asked to stop as it replaced a child after `--max-jobs`)."""
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_REQUESTS)
+        try:
+            if self.status != self.Status.STOPPED:
+                super().start_worker(count, burst=burst, _sleep=_sleep, logging_level=logging_level)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
     def reap_workers(self) -> None:
         """RQ's waits 0.1 s for each child; this only looks."""
         for data in list(self.worker_dict.values()):
@@ -453,7 +475,8 @@ class Pool(WorkerPool):
         self._beaten.pop(name, None)
         lived = time.monotonic() - self._born.pop(name, time.monotonic())
         self._bury(name)
-        if code == 0:
+        stopped_early = self.status == self.Status.STOPPED and code is not None and -code in STOP_REQUESTS
+        if code == 0 or stopped_early:  # stopped_early: by the pool's stop, before its worker's handlers were set
             log.info("pool %s: worker %s (pid %s) left", self.name, name, worker_data.pid)
             self._quick_deaths = 0
             return
@@ -608,7 +631,7 @@ class Pool(WorkerPool):
 
     def start(self, burst: bool = False, logging_level: str = "INFO") -> int:
         """Run until stopped; the exit status: 0, or 1 after a cold stop."""
-        self._burst = burst
+        self._burst = self.options.burst = burst
         self.options.logging_level = logging_level
         self.status = self.Status.STARTED
         self._install_signal_handlers()
@@ -645,4 +668,65 @@ class Pool(WorkerPool):
             time.sleep(CHECK_INTERVAL)
 
 
-__all__ = ["STOP_GRACE", "JobStopped", "Pool", "PoolWorker", "overrun_margin", "rss_mb"]
+class PooledWorker(Worker):
+    """`manage.py rqworker`'s worker class by default (settings `RQ["WORKER_CLASS"]`): the pool, with
+    one child, where RQ's default forks a work horse per job.
+
+    django-rq's command makes its worker class with the queues and its options and calls `work`:
+    this one starts a `Pool` of `JOBS_RQWORKER_PROCESSES` children (1: one job at a time, as RQ's
+    worker) on those queues. What `rqworker` promises holds: `--burst` stops once the queues are
+    empty; `--worker-ttl` is each child's; `--max-jobs` replaces the child after that many jobs
+    (what a supervisor restarting RQ's worker gave); SIGTERM lets the job finish, a second one
+    abandons it. The child runs jobs one after the other in a long-lived process, with the batched
+    bookkeeping (`jobs.batching`), and is replaced if it crashes. `--worker-class jobs.worker.Worker`
+    gives RQ's fork per job.
+
+    Made in a child of RQ's own `WorkerPool` (django-rq's `rqworker-pool`, which takes this same
+    setting for its children), it makes the forking worker instead: a pool per child would be a pool
+    of pools.
+    """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        if parent_process() is not None:  # a child of RQ's WorkerPool
+            return Worker(*args, **kwargs)
+        return super().__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # RQ's: what django-rq and RQ read of a worker class holds
+        self._name_given: str | None = kwargs.get("name")
+        self._ttl_given: int | None = kwargs.get("worker_ttl")
+
+    def work(  # type: ignore[override]
+        self,
+        burst: bool = False,
+        logging_level: str = "INFO",
+        max_jobs: int | None = None,
+        max_idle_time: int | None = None,
+        with_scheduler: bool = False,
+        **kwargs: Any,
+    ) -> bool:
+        """Start the pool on this worker's queues, instead of working as RQ's forking worker."""
+        if max_idle_time is not None:
+            raise SystemExit(
+                "--max-idle-time is RQ's forking worker's: add --worker-class jobs.worker.Worker "
+                "(the pooled worker waits for work until it is stopped, or until the queues are empty with --burst)"
+            )
+        if with_scheduler:
+            log.warning("--with-scheduler ignored: the product's scheduler is its own process (manage.py runscheduler)")
+        if max_jobs is not None and max_jobs < 1:
+            raise SystemExit("--max-jobs must be at least 1")
+        pool = Pool(
+            [queue.name for queue in self.queues],
+            num_workers=settings.JOBS_RQWORKER_PROCESSES,
+            max_jobs=max_jobs,
+            worker_ttl=self._ttl_given or DEFAULT_WORKER_TTL,
+        )
+        if self._name_given:
+            pool.name = self._name_given
+        status = pool.start(burst=burst, logging_level=logging_level)
+        if status:
+            raise SystemExit(status)
+        return True
+
+
+__all__ = ["STOP_GRACE", "JobStopped", "Pool", "PoolWorker", "PooledWorker", "overrun_margin", "rss_mb"]

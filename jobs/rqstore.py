@@ -18,6 +18,7 @@ or the scheduler does to the same job:
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import enum
 import logging
@@ -25,11 +26,13 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 import redis as redis_lib
 from rq.job import Job as RQJob
-from rq.job import Retry
+from rq.job import JobStatus, Retry
+from rq.queue import Queue
 
 from jobs import events, queues, registry, runner
 from jobs.errors import REDIS_ERRORS, QueueUnavailable
@@ -94,10 +97,37 @@ class MirroredJob(RQJob):
     def should_retry(self) -> bool:
         return not self.no_retry and super().should_retry
 
+    def retry(self, queue: Queue, pipeline: Pipeline) -> None:
+        """RQ's, with a delayed retry written in the transaction that records the failure (`schedule`)."""
+        interval = self.get_retry_interval()
+        if not interval:
+            super().retry(queue, pipeline)
+            return
+        assert self.retries_left
+        self.retries_left -= 1
+        due = datetime.now(tz=UTC) + timedelta(seconds=interval)
+        schedule(queue, self, due, pipeline)
+        log.info("job %s: scheduled for retry at %s, %s remaining", self.id, due, self.retries_left)
+
     def _execute(self) -> Any:
         if self.func_name != RUN_FUNC and not runner.allowed_external(self.func_name):
             raise runner.refusal(self.func_name)
         return super()._execute()
+
+
+def schedule(queue: Queue, job: RQJob, due: datetime, pipe: Pipeline) -> None:
+    """What `Queue.schedule_job` writes, all of it in `pipe`.
+
+    RQ 2.12 adds the job to the scheduled registry at once, outside the caller's transaction (and
+    its retry writes the job's status at once too). A transaction Redis then refused, or lost with a
+    restart, left the job due all the same: a failure's retry then ran as the same attempt again,
+    its count never written; a creation refused left an entry for a job never saved.
+    """
+    pipe.sadd(queue.redis_queues_keys, queue.key)
+    job.set_status(JobStatus.SCHEDULED, pipeline=pipe)
+    job.save(pipeline=pipe)
+    job.cleanup(ttl=job.ttl, pipeline=pipe)
+    pipe.zadd(queue.scheduled_job_registry.key, {job.id: calendar.timegm(due.utctimetuple())})
 
 
 def job_type(rq_job: RQJob) -> registry.JobType | None:
@@ -200,7 +230,7 @@ def stage(rows: Sequence[Job], pipe: Any) -> Landing:
         spec = registry.get(row.type)
         due = row.scheduled_for
         if due is not None and due > now:
-            queue.schedule_job(build_rq_job(row, spec), due, pipeline=pipe)
+            schedule(queue, build_rq_job(row, spec), due, pipe)
             landing.scheduled.add(queue.scheduled_job_registry.key)
             landing.scheduled_ids.append(row.rq_id)
             continue
@@ -290,9 +320,24 @@ def send(pipe: Any, landing: Landing) -> list[Any]:
 
 #: A transaction sent with `send` whose answer was lost (the connection dropped, or the socket timed
 #: out, after Redis ran EXEC) may have been applied: its jobs are then taken back through a fresh
-#: connection, trying again while this many seconds last (short: the caller waits for them).
+#: connection, trying again while this many seconds last (short: the caller waits for them), or
+#: longer after a dropped connection (`take_back_seconds`).
 TAKE_BACK_SECONDS = 0.3
-TAKE_BACK_TRIES = 3
+
+
+def take_back_seconds(after: BaseException | None) -> float:
+    """How long a take-back may try to reach Redis after `after`, the error that lost the answer.
+
+    After a socket timeout the caller has waited that long already: `TAKE_BACK_SECONDS` more. After a
+    dropped connection (Redis killed just after EXEC, restarting from its append-only file) it has
+    waited nothing: up to the socket timeout, time for a restart to come back, and the caller's
+    answer still comes within the same bound. (Given up too soon, the jobs stayed in Redis without
+    rows, their creator told they were refused; the chaos run found it.)
+    """
+    if after is None or isinstance(after, redis_lib.TimeoutError):
+        return TAKE_BACK_SECONDS
+    return max(TAKE_BACK_SECONDS, float(setting("REDIS_SOCKET_TIMEOUT")))
+
 
 #: Run in one step on a transaction's jobs. KEYS: for each queue, its list and its scheduled registry.
 #: ARGV: the job hash key prefix, "all" (take back all or none) or "waiting" (take back whatever
@@ -380,10 +425,11 @@ def maybe_applied(exc: BaseException) -> bool:
     return "connecting to" not in str(exc)
 
 
-def take_back(rows: Sequence[Job], *, all_or_none: bool, why: str) -> TakeBack:
+def take_back(rows: Sequence[Job], *, all_or_none: bool, why: str, after: BaseException | None = None) -> TakeBack:
     """Take back from Redis the jobs a transaction built with `stage` may have added (its answer was
     lost, or the database refused the rows), in one atomic step through a fresh connection, trying
-    again for at most `TAKE_BACK_SECONDS`; `why` goes in the log.
+    again for at most `take_back_seconds(after)` (`after`: the error that lost the answer); `why` goes
+    in the log.
 
     Only jobs still on their queue or in the schedule are taken back, their hash deleted with them.
     A job a worker has already popped is the worker's (atomically against the pop, as for a cancel):
@@ -399,9 +445,9 @@ def take_back(rows: Sequence[Job], *, all_or_none: bool, why: str) -> TakeBack:
     args: list[Any] = [RQJob.redis_job_namespace_prefix, "all" if all_or_none else "waiting"]
     for row in rows:
         args += [queue_names.index(row.queue) + 1, row.rq_id]
-    deadline = time.monotonic() + TAKE_BACK_SECONDS
+    deadline = time.monotonic() + take_back_seconds(after)
     failure: BaseException | None = None
-    for _ in range(TAKE_BACK_TRIES):
+    while True:
         left = deadline - time.monotonic()
         if left <= 0:
             break

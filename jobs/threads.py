@@ -327,10 +327,10 @@ class ThreadWorker(MirrorWorkerMixin, rq.SimpleWorker):
             raise _LeftBehind()
         super().handle_execution_ended(job, queue, heartbeat_ttl)
 
-    def handle_job_success(self, job: RQJob, queue: rq.Queue, started_job_registry: Any) -> None:
+    def handle_job_success(self, job: RQJob, queue: rq.Queue, *args: Any, **kwargs: Any) -> None:
         if self.left_behind:
             raise _LeftBehind()
-        super().handle_job_success(job, queue, started_job_registry)
+        super().handle_job_success(job, queue, *args, **kwargs)
 
     def handle_job_failure(
         self, job: RQJob, queue: rq.Queue, started_job_registry: Any = None, exc_string: str = "", execution: Any = None

@@ -1,8 +1,9 @@
 """The product's RQ worker and job classes: RQ's own, plus mirroring.
 
-`manage.py rqworker` uses them by default (settings `RQ["WORKER_CLASS"]` and
-`RQ["JOB_CLASS"]`); `--worker-class jobs.worker.SimpleWorker` runs jobs in the
-worker process itself. What they add to RQ:
+`manage.py rqworker --worker-class jobs.worker.Worker` forks a work horse per
+job, as RQ's own default; `--worker-class jobs.worker.SimpleWorker` runs jobs in
+the worker process itself. (The command's default is the pooled worker,
+`jobs.pool.PooledWorker`, whose processes are RQ workers with the same mixin.) What they add to RQ:
 
 - every transition is appended to the event stream inside the Redis pipeline
   RQ already executes for it (start, success, failure, stop), so mirroring
@@ -23,6 +24,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis as redis_lib
@@ -100,7 +102,8 @@ class MirrorWorkerMixin:
         if self._handed_on(job):
             self._record_end_only(job, kwargs.get("execution"))
             return
-        super().handle_job_success(job, queue, *args, **kwargs)  # type: ignore[misc]
+        rq_success = super().handle_job_success  # type: ignore[misc]
+        self._until_recorded(job, lambda: rq_success(job, queue, *args, **kwargs))
 
     def handle_job_failure(
         self, job: RQJob, queue: rq.Queue, started_job_registry: Any = None, exc_string: str = "", execution: Any = None
@@ -127,13 +130,17 @@ class MirrorWorkerMixin:
         # RQ forgets both facts before it cleans the execution up, where the event is written.
         self._failure = (exc_string, stopped)
         self._failure_recorded = False
+        rq_failure = super().handle_job_failure  # type: ignore[misc]
         try:
-            super().handle_job_failure(  # type: ignore[misc]
+            self._until_recorded(
                 job,
-                queue,
-                started_job_registry=started_job_registry,
-                exc_string=exc_string,
-                **rqcompat.execution_kwargs(execution),
+                lambda: rq_failure(
+                    job,
+                    queue,
+                    started_job_registry=started_job_registry,
+                    exc_string=exc_string,
+                    **rqcompat.execution_kwargs(execution),
+                ),
             )
         finally:
             self._failure = None
@@ -144,6 +151,105 @@ class MirrorWorkerMixin:
             raise redis_lib.ConnectionError(f"the failure of job {job.id} could not be recorded")
 
     _failure_recorded = False
+
+    # --- an end Redis did not take ----------------------------------------------
+
+    _end_landed = False
+
+    def _until_recorded(self, job: RQJob, record: Callable[[], None]) -> None:
+        """Record the job's end (`record`: RQ's success or failure path) until its transaction reaches Redis.
+
+        RQ 2 logs a failure's transaction Redis refused and goes on, and a success's refused one
+        turns into a failure of the job: either way the job stayed started in Redis, its retry
+        not counted (a later verdict ran the attempt again under the same number), or a finished job
+        was recorded as failed and run again. This run knows how the job ended: the worker waits
+        for Redis and records the same end again, unless Redis has it after all (it applied the
+        transaction and only its answer was lost) or the job moved on meanwhile (a stop, a verdict).
+        On RQ 3 the failure path raises instead, and the worker records the end as one whose outcome
+        is unknown (`handle_job_failure`, `_settle`).
+        """
+        if rqcompat.RQ3:
+            record()
+            return
+        execution, stopped_job_id = getattr(self, "execution", None), self._stopped_job_id
+        retries_left = job.retries_left  # RQ's retry counts the one in hand down before it sends
+        pause = 0.5
+        while True:
+            self._end_landed = False
+            error: Exception | None = None
+            try:
+                record()
+            except REDIS_ERRORS as exc:
+                error = exc
+            if self._end_landed:
+                return
+            log.warning(
+                "worker %s: the end of job %s did not reach Redis (%s); recording it again once Redis takes it",
+                self.name,
+                job.id,
+                error or "its transaction failed",
+            )
+            self._wait_for_redis(even_if_stopping=True)  # a warm stop promises the end recorded
+            job.retries_left = retries_left
+            if not self._runs_here(job, execution):
+                log.info("job %s: its end is in Redis, or the job moved on meanwhile", job.id)
+                return
+            time.sleep(pause)  # Redis answers but may refuse writes (maxmemory): not in a tight loop
+            pause = min(pause * 2, 5.0)
+            self.execution, self._stopped_job_id = execution, stopped_job_id
+
+    def _runs_here(self, job: RQJob, execution: Any) -> bool:
+        """Whether Redis still has this run of the job under way in this worker, its end not recorded:
+        its execution in the started registry (an end's transaction removes it, and so does a verdict
+        that moves the job on; the execution names this run, where the status would not tell it from
+        a later run of the same job). Without an execution in hand, the job's status says. When it
+        does, the job in hand takes the attempt count Redis has (RQ's retry counts down the one in
+        hand before its transaction is sent).
+
+        A job Redis forgot altogether (restarted without persistence while the job ran) is this
+        run's too: nothing else can have moved it on (a started job cannot be removed, and a
+        verdict that runs it again writes it anew), and only this worker knows how it ended. Left
+        unrecorded, its row would stay started under a live worker until the job's timeout.
+        """
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.hmget(job.key, ["status", "worker_name", "retries_left"])
+            if execution is not None:
+                pipe.zscore(job.started_job_registry.key, execution.composite_key)
+            replies: list[Any] = pipe.execute()
+        status, worker, left = replies[0]
+        if status is None and worker is None:
+            return True
+        under_way = replies[1] is not None if execution is not None else status == RQStatus.STARTED.value.encode()
+        if not under_way or worker != self.name.encode():
+            return False
+        job.retries_left = int(left) if left else None
+        return True
+
+    def _note_landing(self, pipeline: Pipeline) -> None:
+        """Have the transaction that records a job's end say whether it reached Redis (its next
+        execution only: RQ's failure path executes the pipeline twice, the end in the first), and
+        call `_end_sent` or `_end_not_sent` (what a worker that adds to that transaction hooks)."""
+        self._end_landed = False
+        original = pipeline.execute
+
+        def execute(raise_on_error: bool = True) -> list[Any]:
+            pipeline.execute = original  # type: ignore[method-assign]
+            try:
+                results: list[Any] = original(raise_on_error)
+            except REDIS_ERRORS:
+                self._end_not_sent()
+                raise
+            self._end_landed = True
+            self._end_sent(results)
+            return results
+
+        pipeline.execute = execute  # type: ignore[method-assign]
+
+    def _end_sent(self, results: list[Any]) -> None:
+        """The transaction of a job's end went through; `results`: its replies."""
+
+    def _end_not_sent(self) -> None:
+        """The transaction of a job's end failed (Redis may have applied it, its answer lost)."""
 
     def _handed_on(self, job: RQJob) -> bool:
         """Whether the job in Redis has moved on to a later attempt than this run's.
@@ -160,7 +266,15 @@ class MirrorWorkerMixin:
         started = job.started_at
         if started is not None and time.time() - started.timestamp() < settings.JOBS_WORKER_DEAD_AFTER / 2:
             return False
-        raw: Any = self.connection.hget(job.key, "meta")
+        while True:
+            # Redis away as the job ends (the end itself then waits for it, `_until_recorded`): an
+            # error here would end the run without any end recorded.
+            try:
+                raw: Any = self.connection.hget(job.key, "meta")
+                break
+            except REDIS_ERRORS as exc:
+                log.warning("worker %s: Redis unavailable as job %s ended (%s); waiting for it", self.name, job.id, exc)
+                self._wait_for_redis(even_if_stopping=True)  # a warm stop promises the end recorded
         try:
             stored = job.serializer.loads(raw) if raw else {}
             return int(stored.get("attempt_base", 0)) != int((job.meta or {}).get("attempt_base", 0))
@@ -191,6 +305,7 @@ class MirrorWorkerMixin:
     def cleanup_execution(self, job: RQJob, pipeline: Pipeline, execution: Any = None) -> None:
         """Runs inside the pipeline that records every end of a job (success, failure, stop)."""
         self._emit_end(job, pipeline)
+        self._note_landing(pipeline)
         if self._failure is None:
             # A finish can arrive after the reconciler judged the job abandoned (its worker was frozen
             # while the horse ran on) and put it in the failed registry: it failed no more.
@@ -264,8 +379,9 @@ class MirrorWorkerMixin:
         except REDIS_ERRORS as exc:
             log.warning("worker %s: Redis failed around job %s (%s); waiting for it", self.name, job.id, exc)
         while True:
-            if not self._wait_for_redis():
-                return  # asked to stop meanwhile
+            # A warm stop waits too: it promises the job's end, recorded (a second signal, a cold stop,
+            # raises out of the wait). Left at once, the worker took its horse with it.
+            self._wait_for_redis(even_if_stopping=True)
             try:
                 if getattr(self, "_horse_pid", 0):
                     self.monitor_work_horse(job, queue, **rqcompat.execution_kwargs(self._execution_in_hand))  # type: ignore[attr-defined]
@@ -295,10 +411,15 @@ class MirrorWorkerMixin:
             log.warning("worker %s: maintenance skipped, Redis unavailable (%s)", self.name, exc)
             self._wait_for_redis()
 
-    def _wait_for_redis(self) -> bool:
-        """Wait until Redis answers; False when the worker was asked to stop meanwhile."""
+    def _wait_for_redis(self, even_if_stopping: bool = False) -> bool:
+        """Wait until Redis answers; False when the worker was asked to stop meanwhile, unless
+        `even_if_stopping`: with a job in hand, whose end a warm stop promises to record. A cold stop
+        ends the wait: its SystemExit may have been caught on the way (RQ's job runner catches
+        everything, then records the failure, which waits here again)."""
         wait = 0.5
-        while not getattr(self, "_stop_requested", False):
+        while even_if_stopping or not getattr(self, "_stop_requested", False):
+            if self._cold_stop:
+                raise SystemExit()
             try:
                 self.connection.ping()
                 return True
@@ -308,15 +429,41 @@ class MirrorWorkerMixin:
         return False
 
     def _settle(self, job: RQJob, queue: rq.Queue) -> None:
-        """After Redis came back: record the job's end if nobody could."""
-        try:
-            rq_status = job.get_status(refresh=True)
-        except InvalidJobOperation:
-            return  # Redis forgot the job (a restart): the reconciler judges its row
-        if rq_status == RQStatus.STARTED:
+        """After Redis came back: record the job's end if nobody could (a job Redis forgot in a
+        restart too: `_runs_here`)."""
+        if self._runs_here(job, self._execution_in_hand):
             self.handle_job_failure(
                 job, queue, exc_string=END_NOT_RECORDED, **rqcompat.execution_kwargs(self._execution_in_hand)
             )
+
+    _cold_stop = False
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        """RQ's warm stop, remembered first in `_stop_requested`, which RQ's loop reads before each job.
+        RQ raises StopRequested from the signal handler when no job runs, and an exception raised there
+        lands wherever the worker was: inside a log line being written, logging prints it and goes on,
+        and the stop was lost (seen in the chaos run: the worker ran on until it was killed)."""
+        self._stop_requested = True
+        super().request_stop(signum, frame)  # type: ignore[misc]
+
+    def request_force_stop(self, signum: int, frame: Any) -> None:
+        """RQ's cold stop (a second signal), remembered: `_wait_for_redis` ends on it. Only when RQ
+        takes it: a second signal within a second of the first is the same stop delivered twice (by a
+        pool and to the process group), which RQ ignores, and the warm stop holds."""
+        try:
+            super().request_force_stop(signum, frame)  # type: ignore[misc]
+        except SystemExit:
+            self._cold_stop = True
+            raise
+
+    def set_shutdown_requested_date(self) -> None:
+        """RQ's note of a warm stop in the worker's hash, written from the signal handler; Redis away,
+        it is skipped. Raised there, the error came out of whatever the worker was doing: the wait
+        for Redis to record a job's end, or the job itself."""
+        try:
+            super().set_shutdown_requested_date()  # type: ignore[misc]
+        except REDIS_ERRORS as exc:
+            log.warning("worker %s: stop noted, but not in Redis (%s)", self.name, exc)
 
     def kill_horse(self, *args: Any, **kwargs: Any) -> None:
         """RQ's, but never without a horse: RQ kills the group of `os.getpgid(horse_pid)`, and with no
@@ -326,6 +473,16 @@ class MirrorWorkerMixin:
         if not getattr(self, "horse_pid", 0):
             return
         super().kill_horse(*args, **kwargs)  # type: ignore[misc]
+
+    def handle_execution_ended(self, job: RQJob, queue: rq.Queue, heartbeat_ttl: int) -> None:
+        """RQ's last beat of the job as it returns, before its end is recorded; a beat Redis refuses is
+        skipped (the end, recorded once Redis takes it, says when the job ended). Raised, it turned
+        a finished job into a failed one, and that failure's own beat raised again and ended the work
+        horse with no end recorded at all."""
+        try:
+            super().handle_execution_ended(job, queue, heartbeat_ttl)  # type: ignore[misc]
+        except REDIS_ERRORS as exc:
+            log.warning("worker %s: last beat of job %s not written (%s)", self.name, job.id, exc)
 
     def heartbeat(self, *args: Any, **kwargs: Any) -> None:
         """RQ's heartbeat; a beat Redis refuses is logged and skipped (the next one comes soon)."""

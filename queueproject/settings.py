@@ -235,10 +235,16 @@ RQ_QUEUES = {
     for name in QUEUE_NAMES
 }
 RQ = {
-    "WORKER_CLASS": "jobs.worker.Worker",
+    # `manage.py rqworker` runs the pooled worker (jobs.pool): jobs one after the other in a long-lived
+    # child process, replaced if it dies; `--worker-class jobs.worker.Worker` forks one per job (RQ's).
+    "WORKER_CLASS": "jobs.pool.PooledWorker",
     "JOB_CLASS": "jobs.rqstore.MirroredJob",
 }
 RQ_SHOW_ADMIN_LINK = True
+# How many jobs `manage.py rqworker` runs at once (its pool's child processes).
+JOBS_RQWORKER_PROCESSES = env_int("JOBS_RQWORKER_PROCESSES", 1)
+if JOBS_RQWORKER_PROCESSES < 1:
+    raise ImproperlyConfigured("JOBS_RQWORKER_PROCESSES must be at least 1")
 
 # How long Redis keeps finished/failed jobs: the database keeps them forever.
 JOBS_RESULT_TTL = env_int("JOBS_RESULT_TTL", 500)

@@ -26,7 +26,7 @@ from django.test import override_settings
 from jobs import queues
 from jobs.models import Job
 from tests import parallel
-from tests.helpers import OPERATORS, VIEWERS
+from tests.helpers import FORKING, OPERATORS, VIEWERS
 
 BASE_DIR = Path(settings.BASE_DIR)
 
@@ -215,9 +215,9 @@ class Processes:
         return process
 
     def worker(self, *queue_names: str, worker_class: str | None = None, **env: str) -> subprocess.Popen[bytes]:
-        args = ["rqworker", *(queue_names or queues.QUEUE_NAMES)]
-        if worker_class:
-            args += ["--worker-class", worker_class]
+        """`manage.py rqworker` with RQ's forking worker (a work horse per job) unless `worker_class`
+        names another: the default is the pool (`jobs.pool.PooledWorker`), which has suites of its own."""
+        args = ["rqworker", *(queue_names or queues.QUEUE_NAMES), "--worker-class", worker_class or FORKING]
         process = self.start(*args, **env)
         self.wait_until_listening(process)
         return process

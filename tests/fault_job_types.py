@@ -18,6 +18,10 @@ top of a test module: importing it registers the types.
   first run may have done its work), but retries ordinary failures.
 - `faults-raises`, `faults-times-out`, `faults-not-json` and `faults-big-result`
   end badly or strangely, each in its own way.
+- `faults-end-lost` (logged like `faults-record`) loses, on its first attempt, the
+  transaction that records its end: the process that runs it sends it and the
+  connection drops, before Redis gets it or after Redis applied it. It finishes,
+  or raises on its first attempt and finishes on its second.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ RAISES = "faults-raises"
 TIMES_OUT = "faults-times-out"
 NOT_JSON = "faults-not-json"
 BIG_RESULT = "faults-big-result"
+END_LOST = "faults-end-lost"
 #: The worker's environment names the run log: one line per start and per end of a run.
 RUN_LOG_ENV = "FAULTS_RUN_LOG"
 #: Seconds `faults-times-out` may run (it would work far longer).
@@ -52,7 +57,7 @@ TIMEOUT_SECONDS = 2
 #: How big the result of `faults-big-result` is, in characters.
 BIG_RESULT_CHARS = 10 * 1024 * 1024
 
-NAMES = (NAME, RECORD, RECORD_ONCE, RAISES, TIMES_OUT, NOT_JSON, BIG_RESULT)
+NAMES = (NAME, RECORD, RECORD_ONCE, RAISES, TIMES_OUT, NOT_JSON, BIG_RESULT, END_LOST)
 
 
 class DownstreamParams(BaseModel):
@@ -171,6 +176,56 @@ def big_result(params: NoParams) -> str:
     return "x" * BIG_RESULT_CHARS
 
 
+class EndLostParams(BaseModel):
+    fail: bool = Field(False, description="Raise on the first attempt (and finish on the second).")
+    applied: bool = Field(False, description="Redis applies the lost transaction; only its answer never arrives.")
+
+
+def _lose_the_next_end(applied: bool) -> None:
+    """The next transaction this process sends with a job's end in it (the mirror's finished or
+    failed event) fails with a dropped connection: before Redis got it, or after Redis applied it."""
+    import redis.client
+
+    from jobs import events
+
+    real = redis.client.Pipeline.execute
+    ends = (f'"k":"{events.FINISHED}"', f'"k":"{events.FAILED}"')
+
+    def carries_an_end(pipeline: redis.client.Pipeline) -> bool:
+        return any(
+            args[:2] == ("XADD", events.STREAM) and any(end in str(args) for end in ends)
+            for args, _ in pipeline.command_stack
+        )
+
+    def execute(self: redis.client.Pipeline, raise_on_error: bool = True) -> list[object]:
+        if not carries_an_end(self):
+            return real(self, raise_on_error)
+        redis.client.Pipeline.execute = real  # type: ignore[method-assign]
+        if applied:
+            real(self, raise_on_error)
+        else:
+            self.reset()  # as redis-py does after a failed execution
+        raise redis.ConnectionError("Connection reset by peer (the test's fault)")
+
+    redis.client.Pipeline.execute = execute  # type: ignore[method-assign]
+
+
+def end_lost(params: EndLostParams) -> dict[str, object]:
+    """Logged like `record`; on its first attempt the transaction of its end is lost (and it raises, with `fail`)."""
+    from rq import get_current_job
+
+    from jobs import events
+
+    job = get_current_job()
+    first = job is not None and events.attempt_number(job) == 1
+    with logged_run():
+        if first:
+            _lose_the_next_end(params.applied)
+            if params.fail:
+                raise FaultsJobError("the faults job raised on purpose")
+    return {"fail": params.fail, "applied": params.applied}
+
+
 def register() -> None:
     # One attempt per round: the job fails for good at once, with no backoff to wait for.
     job_type(NAME, params=DownstreamParams, retry=RetryPolicy(max_attempts=1), timeout=60)(call_downstream)
@@ -188,6 +243,10 @@ def register() -> None:
     job_type(TIMES_OUT, params=NoParams, retry=once, timeout=TIMEOUT_SECONDS)(times_out)
     job_type(NOT_JSON, params=NoParams, retry=once, timeout=60)(not_json)
     job_type(BIG_RESULT, params=NoParams, retry=once, timeout=60)(big_result)
+    # Like `email`: a failure is retried (one second later), lost work never is.
+    job_type(
+        END_LOST, params=EndLostParams, retry=RetryPolicy(max_attempts=2, base=1, cap=1, retry_lost=False), timeout=60
+    )(end_lost)
 
 
 def unregister() -> None:

@@ -22,6 +22,8 @@ from jobs.statuses import JobStatus
 from tests.fault_servers import closed_port as closed_port  # one definition: needed before Django is set up
 
 VIEWERS, OPERATORS = "Job viewers", "Job operators"
+#: RQ's fork per job, for `manage.py rqworker --worker-class` (its default is the pool).
+FORKING = "jobs.worker.Worker"
 
 
 class QuickPasswordHasher(PBKDF2PasswordHasher):

@@ -41,7 +41,7 @@ from jobs import mirror, queues, registry, services
 from jobs.queue_names import QUEUE_NAMES
 from jobs.scheduler import LOCK_KEY
 from tests.conftest import BASE_DIR, Processes, wait_for
-from tests.helpers import liveness
+from tests.helpers import FORKING, liveness
 
 pytestmark = pytest.mark.once
 
@@ -628,7 +628,7 @@ THRESHOLD = "12"
 @pytest.mark.django_db(transaction=True)
 def test_an_idle_worker_is_alive_a_frozen_or_killed_one_is_not(processes: Processes) -> None:
     # --worker-ttl 20: an idle worker beats every 5 s (production: 60, every 45 s; threshold 90).
-    worker = processes.start("rqworker", "--worker-ttl", "20", *QUEUE_NAMES)
+    worker = processes.start("rqworker", "--worker-class", FORKING, "--worker-ttl", "20", *QUEUE_NAMES)
     processes.wait_until_listening(worker)
     # Idle for longer than the threshold and than its mirror's key lives (JOBS_WORKER_DEAD_AFTER).
     answers = stays(15, "worker", threshold=THRESHOLD)
@@ -749,7 +749,9 @@ def test_workers_in_two_containers_have_two_names_and_each_probe_judges_its_own(
     if not can_set_hostname():
         pytest.skip("needs unshare --uts (root) to give each worker a host name of its own")
     for host in ("worker-a", "worker-b"):
-        processes.wait_until_listening(in_container(processes, host, "rqworker", "--worker-ttl", "20", *QUEUE_NAMES))
+        command = ("rqworker", "--worker-class", FORKING, "--worker-ttl", "20", *QUEUE_NAMES)
+        worker = in_container(processes, host, *command)
+        processes.wait_until_listening(worker)
     workers = RQWorker.all(connection=queues.new_redis())
     assert sorted(str(w.hostname) for w in workers) == ["worker-a", "worker-b"]
     assert len({w.name for w in workers}) == 2

@@ -21,15 +21,15 @@ them is skipped. Run alone: `pytest -m slow -k "test_faults or test_fault_suite"
 
 from __future__ import annotations
 
-import http.client
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import suppress
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -43,7 +43,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from rq.job import Job as RQJob
 
-from jobs import events, queues, services
+from jobs import events, queues, rqcompat, services
 from jobs.errors import QueueUnavailable
 from jobs.mirror import Drainer, apply_events, pending_by_consumer
 from jobs.models import Job, JobAttempt, JobAudit
@@ -63,8 +63,9 @@ from tests.fault_servers import (
     jobs_in_redis,
     manage_py,
 )
-from tests.helpers import make_user, redis_at
+from tests.helpers import FORKING, make_user, redis_at
 from tests.test_faults import (
+    END_LOST_WORKERS,
     alive,
     database_unavailable_to_other_processes,
     make_older_than_the_reconcilers_grace,
@@ -317,13 +318,20 @@ def judged_abandoned_and_run_again_once_where_allowed(
     """Assert what the history and the API say of two jobs whose workers died under them (`died_at`,
     epoch seconds), a healthy worker and a scheduler running: both abandoned, the one whose type
     retries lost work run again to its end, the other not; returns the seconds to the later verdict."""
-    wait_for(
-        lambda: refreshed(again).status != JobStatus.STARTED and refreshed(once).status != JobStatus.STARTED,
+
+    def first_attempts_ended() -> list[datetime] | None:
+        # Not the rows' status: a row may still be queued, its start on the stream of the killed
+        # worker's mirror until another mirror takes it over.
+        firsts = [JobAttempt.objects.filter(job=job, number=1).first() for job in (again, once)]
+        ended = [first.ended_at for first in firsts if first is not None and first.ended_at is not None]
+        return ended if len(ended) == 2 else None
+
+    verdicts = wait_for(
+        first_attempts_ended,
         verdict_deadline() + 5,
         message="both jobs to be judged (promised within JOBS_WORKER_DEAD_AFTER + JOBS_RECONCILE_INTERVAL)",
     )
-    verdicts = [timeline(job)[0].ended_at for job in (again, once)]
-    judged = max(verdict.timestamp() for verdict in verdicts if verdict is not None) - died_at
+    judged = max(verdict.timestamp() for verdict in verdicts) - died_at
 
     wait_for_status(again, set(ENDED), 30)
     assert again.status == JobStatus.FINISHED, again.error
@@ -347,9 +355,10 @@ def judged_abandoned_and_run_again_once_where_allowed(
 
 # --- a worker SIGKILLed mid-job (a lost machine), forking or running its jobs in itself ---------------
 
-#: The worker classes `manage.py rqworker` runs: the default forks a work horse for each job;
-#: SimpleWorker runs the job in the worker process itself.
-WORKER_CLASSES = [pytest.param(None, id="forking"), pytest.param("jobs.worker.SimpleWorker", id="simple")]
+#: RQ's worker classes, which `manage.py rqworker --worker-class` runs (its default is the pool, whose
+#: suites are tests/test_pool*.py): the forking one runs each job in a work horse; SimpleWorker runs
+#: the job in the worker process itself.
+WORKER_CLASSES = [pytest.param(FORKING, id="forking"), pytest.param("jobs.worker.SimpleWorker", id="simple")]
 
 
 @pytest.mark.parametrize("worker_class", WORKER_CLASSES)
@@ -363,7 +372,7 @@ def test_a_killed_worker_leaves_its_job_abandoned_within_the_deadline_and_it_run
     once = services.job_enqueue(type=fault_types.RECORD_ONCE, params={"seconds": 5, "steps": 5})
     running = {run_log.horse_running(again), run_log.horse_running(once)}  # one job on each worker
     # Where the jobs run: a work horse of each worker, or each worker itself.
-    if worker_class is None:
+    if worker_class == FORKING:
         assert running == {horse for worker in workers for horse in work_horses(worker.pid)}
     else:
         assert running == {worker.pid for worker in workers}
@@ -384,7 +393,7 @@ def test_a_killed_worker_leaves_its_job_abandoned_within_the_deadline_and_it_run
 
     judged = judged_abandoned_and_run_again_once_where_allowed(again, once, run_log, api, killed_at)
     figure(
-        f"worker ({(worker_class or 'forking').rsplit('.', 1)[-1]}) SIGKILLed with its job: judged abandoned "
+        f"worker ({worker_class.rsplit('.', 1)[-1]}) SIGKILLed with its job: judged abandoned "
         f"{judged:.1f}s after the kill (deadline {verdict_deadline():.0f}s)"
     )
     assert judged <= verdict_deadline()
@@ -623,7 +632,7 @@ def test_a_worker_whose_job_ends_while_redis_restarts_keeps_working(
 def test_a_worker_started_while_redis_is_away_waits_for_it_then_runs_jobs(processes, fault_types, run_log, own_redis):
     env = fault_env(run_log, REDIS_URL=own_redis.url)
     own_redis.stop()
-    worker = processes.start("rqworker", *queues.QUEUE_NAMES, **env)
+    worker = processes.start("rqworker", "--worker-class", FORKING, *queues.QUEUE_NAMES, **env)
     processes.wait_until_logged(worker, "waiting for Redis to start", "the worker to wait for Redis")
     time.sleep(1.5)
     assert worker.poll() is None, processes.log(worker)
@@ -671,11 +680,29 @@ def test_a_worker_waits_for_redis_where_rqs_loop_would_quit(own_redis, step):
         assert (taken.id, queue.name) == (job.rq_id, job.queue)
 
 
+#: The Redis call of a job's end that meets the outage first: the check whether the job moved on to
+#: a later attempt (made after a run as long as half the silence that declares a worker dead), or
+#: the end's own transaction (a worker that declares death later makes no check after 8 s).
+FIRST_TO_MEET_THE_OUTAGE = {"the check": {}, "the end's transaction": {"JOBS_WORKER_DEAD_AFTER": "60"}}
+
+
+@pytest.mark.parametrize(
+    ("worker", "ends", "first"),
+    [
+        ("forking", "once Redis is back", "the check"),
+        ("forking", "while Redis is down", "the check"),
+        ("forking", "while Redis is down", "the end's transaction"),
+        ("simple", "while Redis is down", "the end's transaction"),
+        ("pool", "while Redis is down", "the end's transaction"),
+    ],
+)
 def test_a_job_running_through_a_redis_restart_is_not_run_a_second_time_meanwhile(
-    processes, fault_types, run_log, own_redis, api
+    processes, fault_types, run_log, own_redis, api, worker, ends, first
 ):
+    if rqcompat.RQ3 and first == "the end's transaction":
+        pytest.skip("RQ 2's steps: on RQ 3 an end Redis did not take is recorded as one whose outcome is unknown")
     env = fault_env(run_log, REDIS_URL=own_redis.url)
-    processes.worker(**env)
+    processes.wait_until_listening(processes.start(*END_LOST_WORKERS[worker], **env, **FIRST_TO_MEET_THE_OUTAGE[first]))
     processes.scheduler(**env)
     # One progress report, at the end: the job itself does not touch Redis while it restarts.
     job = services.job_enqueue(type=fault_types.RECORD, params={"seconds": 8, "steps": 1})
@@ -683,6 +710,9 @@ def test_a_job_running_through_a_redis_restart_is_not_run_a_second_time_meanwhil
     processes.worker(**env)  # idle, ready for anything Redis hands out
 
     own_redis.stop()
+    if ends == "while Redis is down":
+        # Its worker finds Redis empty when it comes back: it records the end it knows.
+        wait_for(lambda: run_log.of_kind("end", job), 30, message="the running job to reach its end")
     own_redis.start()
 
     wait_for(lambda: run_log.of_kind("end", job), 30, message="the running job to reach its end")
@@ -693,6 +723,65 @@ def test_a_job_running_through_a_redis_restart_is_not_run_a_second_time_meanwhil
     assert len(run_log.starts(job)) == 1, run_log.lines()
     assert job.status == JobStatus.FINISHED
     assert [attempt.outcome for attempt in timeline(job)] == [AttemptOutcome.FINISHED]
+
+
+@pytest.mark.parametrize("first", ["the stop", "the outage"])
+@pytest.mark.parametrize("worker", ["forking", "simple", "pool"])
+def test_a_worker_asked_to_stop_while_redis_is_down_records_its_jobs_end_before_it_exits(
+    processes, fault_types, run_log, own_redis, api, worker, first
+):
+    """A warm stop (SIGTERM) lets the running job finish and be recorded, also when Redis is away.
+    The worker waited for Redis only until it was asked to stop: it then left at once, its work horse
+    killed with it, and the job that had run to its end was judged abandoned (the chaos run: SIGTERM,
+    then a Redis restart). A stop that came while Redis was away failed in RQ's signal handler, which
+    notes the stop in Redis, and the error came out of whatever the worker was doing."""
+    if rqcompat.RQ3:
+        pytest.skip("RQ 2's steps: on RQ 3 an end Redis did not take is recorded as one whose outcome is unknown")
+    env = fault_env(run_log, REDIS_URL=own_redis.url)
+    started = processes.start(*END_LOST_WORKERS[worker], **env)
+    processes.wait_until_listening(started)
+    job = services.job_enqueue(type=fault_types.RECORD, params={"seconds": 4, "steps": 1})
+    wait_for_status(job, {JobStatus.STARTED}, 30)
+    if first == "the stop":
+        started.send_signal(signal.SIGTERM)
+        own_redis.stop()
+    else:
+        own_redis.stop()
+        time.sleep(0.5)  # the worker meets the outage (its job's progress, its beats)
+        started.send_signal(signal.SIGTERM)
+    wait_for(lambda: run_log.of_kind("end", job), 30, message="the running job to reach its end")
+    time.sleep(1.0)  # the worker meets the outage, asked to stop
+    assert started.poll() is None, f"the worker left before it recorded its job's end:\n{processes.log(started)}"
+    own_redis.start()
+
+    assert started.wait(timeout=60) == 0, processes.log(started)
+    job.refresh_from_db()  # applied by the worker's own mirror before it exits
+    assert job.status in ENDED, processes.log(started)
+    assert job.status == JobStatus.FINISHED
+    assert [attempt.outcome for attempt in timeline(job)] == [AttemptOutcome.FINISHED]
+    assert len(run_log.starts(job)) == 1, run_log.lines()
+
+
+@pytest.mark.parametrize("worker", ["forking", "simple", "pool"])
+def test_a_cold_stop_while_redis_is_down_ends_the_worker(processes, fault_types, run_log, own_redis, api, worker):
+    """The warm stop waits for Redis to record the job's end; a second signal (the cold stop) ends that
+    wait. In-process, RQ's job runner caught the cold stop's SystemExit and recorded the job's failure,
+    which waited for Redis again: the worker stayed."""
+    env = fault_env(run_log, REDIS_URL=own_redis.url)
+    started = processes.start(*END_LOST_WORKERS[worker], **env)
+    processes.wait_until_listening(started)
+    job = services.job_enqueue(type=fault_types.RECORD, params={"seconds": 3, "steps": 1})
+    wait_for_status(job, {JobStatus.STARTED}, 30)
+    own_redis.stop()
+    started.send_signal(signal.SIGTERM)
+    wait_for(lambda: run_log.of_kind("end", job), 30, message="the running job to reach its end")
+    time.sleep(1.5)  # waiting for Redis to record the end; a second signal within 1 s is the same stop
+    started.send_signal(signal.SIGTERM)
+    try:
+        started.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the worker did not leave on a cold stop:\n{processes.log(started)}")
+    own_redis.start()
 
 
 def test_a_delayed_job_redis_lost_does_not_run_before_its_time(processes, fault_types, run_log, own_redis, api):
@@ -1014,6 +1103,9 @@ DEPLOYED = {
 }
 
 
+# Its own PostgreSQL cluster (initdb, then the migrations) is made in its set-up, which the timeout
+# counts: about 3 minutes of it were seen on a loaded machine, and the test then ran out in its teardown.
+@pytest.mark.timeout(600)
 def test_jobs_finish_while_the_database_is_stopped_and_every_end_is_in_the_history_within_10_s_of_its_restart(
     processes, fault_types, run_log, own_postgres
 ):
@@ -1144,21 +1236,17 @@ def test_a_burst_of_creations_through_the_api_runs_every_accepted_job_exactly_on
 
     def client(index: int) -> None:
         # As an API client should: a 503 (the machine too busy to answer in time) is sent again after
-        # its Retry-After; it must have created nothing, so the retry makes no duplicate.
-        conn = http.client.HTTPConnection("127.0.0.1", web.port, timeout=60)
-        try:
-            for _ in range(per_client):
-                while True:
-                    answer = web.request("POST", "/api/jobs", {"type": fault_types.RECORD}, token=api_token, conn=conn)
-                    if answer.status != 503:
-                        break
-                    refused[index].append(answer)
-                    time.sleep(min(5.0, float(answer.headers.get("retry-after", "1"))))
-                    conn.close()  # the server may have closed it meanwhile (its keep-alive is shorter)
-                    conn = http.client.HTTPConnection("127.0.0.1", web.port, timeout=60)
-                answers[index].append(answer)
-        finally:
-            conn.close()
+        # its Retry-After; it must have created nothing, so the retry makes no duplicate. A connection
+        # for each request: a kept-alive one that the server closed after its keep-alive (2 s) while
+        # this thread waited for the CPU was reset under the next POST, whose fate no client can know.
+        for _ in range(per_client):
+            while True:
+                answer = web.request("POST", "/api/jobs", {"type": fault_types.RECORD}, token=api_token, timeout=60)
+                if answer.status != 503:
+                    break
+                refused[index].append(answer)
+                time.sleep(min(5.0, float(answer.headers.get("retry-after", "1"))))
+            answers[index].append(answer)
 
     started = time.monotonic()
     threads = [threading.Thread(target=client, args=(index,)) for index in range(clients)]

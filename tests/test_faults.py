@@ -43,6 +43,7 @@ from jobs.rqstore import MirroredJob
 from jobs.statuses import AttemptOutcome, JobStatus
 from tests.conftest import SilentServer, wait_for
 from tests.fault_servers import RunLog, fault_env
+from tests.helpers import FORKING
 
 #: The fault suite (this module and tests/test_fault_suite.py) runs alone with
 #: `pytest -m slow -k "test_faults or test_fault_suite"`.
@@ -436,6 +437,51 @@ def test_a_horse_that_finishes_after_its_job_was_marked_abandoned_records_its_tr
     assert rq_status(job) == RQStatus.FINISHED
     assert job.rq_id not in queues.get_queue("default").failed_job_registry.get_job_ids()
     assert worker.poll() is None, "the worker died"
+
+
+#: How each worker runs a job: in a work horse, in the worker itself, in a pool's child (batched).
+END_LOST_WORKERS = {
+    "forking": ("rqworker", "--worker-class", FORKING, *queues.QUEUE_NAMES),
+    "simple": ("rqworker", "--worker-class", "jobs.worker.SimpleWorker", *queues.QUEUE_NAMES),
+    "pool": ("jobs_pool", "-n", "1", *queues.QUEUE_NAMES),
+}
+
+
+@pytest.mark.skipif(rqcompat.RQ3, reason="RQ 2's steps: on RQ 3 a lost end is recorded as one whose outcome is unknown")
+@pytest.mark.parametrize("worker", END_LOST_WORKERS)
+def test_an_end_whose_transaction_is_lost_is_recorded_once_as_it_happened(processes, fault_types, tmp_path, worker):
+    """The transaction that records a job's end is lost: the connection drops before Redis gets it,
+    or after Redis applied it (Redis killed, a network cut). The run knows how its job ended: the
+    history says that, once; a failure's retry runs as the second attempt (RQ 2 forgot the refused
+    failure: the job stayed started, its retry uncounted, and a finish turned into a failure run
+    again), and Redis keeps nothing of the run."""
+    run_log = RunLog(tmp_path / "runs.log")
+    process = processes.start(*END_LOST_WORKERS[worker], **fault_env(run_log))
+    processes.wait_until_listening(process)
+    processes.scheduler(**fault_env(run_log))
+    cases = {
+        (fail, applied): services.job_enqueue(type=fault_types.END_LOST, params={"fail": fail, "applied": applied})
+        for fail in (False, True)
+        for applied in (False, True)
+    }
+    for job in cases.values():
+        wait_for_status(job, {JobStatus.FINISHED, JobStatus.FAILED}, 30)
+
+    for (fail, applied), job in cases.items():
+        case = f"{'a failure' if fail else 'a finish'} whose transaction was {'applied' if applied else 'refused'}"
+        attempts = timeline(job)
+        if fail:
+            assert [attempt.outcome for attempt in attempts] == [AttemptOutcome.FAILED, AttemptOutcome.FINISHED], case
+            assert attempts[0].error.endswith("the faults job raised on purpose"), case
+        else:
+            assert [attempt.outcome for attempt in attempts] == [AttemptOutcome.FINISHED], case
+        assert (job.status, job.attempts) == (JobStatus.FINISHED, len(attempts)), case
+        assert [run.attempt for run in run_log.starts(job)] == [attempt.number for attempt in attempts], case
+        assert rq_status(job) == RQStatus.FINISHED, case
+    queue = queues.get_queue("default")
+    assert queue.started_job_registry.get_job_ids() == []
+    assert queue.get_job_ids() == queue.scheduled_job_registry.get_job_ids() == []
+    assert processes.log(process).count("did not reach Redis") == len(cases)
 
 
 def test_it_does_not_send_an_email_again_by_itself_when_its_worker_died_mid_send(

@@ -1,9 +1,11 @@
-"""The pooled worker (`manage.py jobs_pool`, jobs/pool.py) on real processes: jobs of every type
-run in long-lived children and reach the history; children are replaced after a crash, a timeout,
-a stop, their memory limit or `--max-jobs`; stops and shutdowns; RQ's own view of the workers."""
+"""The pooled worker (`manage.py jobs_pool`, and `manage.py rqworker` by default, jobs/pool.py) on
+real processes: jobs of every type run in long-lived children and reach the history; children are
+replaced after a crash, a timeout, a stop, their memory limit or `--max-jobs`; stops and shutdowns;
+RQ's own view of the workers."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -379,18 +381,127 @@ def test_a_killed_mirror_is_replaced_and_the_history_goes_on(processes, pool_typ
     assert queues.redis().exists(alive_key(worker.name))
 
 
+# --- `manage.py rqworker`: the pool, by django-rq's settings --------------------------------------
+
+
 @pytest.mark.once
+def test_manage_py_rqworker_runs_its_jobs_one_at_a_time_in_a_long_lived_child(processes, pool_types):
+    """django-rq's command with the product's settings: no fork per job, one job at a time as RQ's
+    worker, `--max-jobs` a new child after that many jobs, SIGTERM a clean exit."""
+    worker = start_workers(processes, 1, "rqworker", "--max-jobs", "2", *queues.QUEUE_NAMES)
+    first = children(worker.pid)  # the child, and the pool's mirror
+    jobs = [services.job_enqueue(type=pool_types.SLEEP, params={"seconds": 0.3}) for _ in range(4)]
+    for job in jobs:
+        ended(job)
+    pids = [job.result["pid"] for job in jobs]
+    assert pids[0] == pids[1] != pids[2] == pids[3] != worker.pid
+    assert pids[0] in first
+    runs = sorted((job.started_at, job.ended_at) for job in jobs)
+    assert all(ended_at <= next_start for (_, ended_at), (next_start, _) in itertools.pairwise(runs))
+    assert [len(attempts(job)) for job in jobs] == [1, 1, 1, 1]
+
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=20) == 0
+    assert live_workers() == []
+
+
+#: A pool whose stop is asked while it replaces a child: the signal reaches it between the fork of the
+#: replacement and its entry among the pool's children (`WorkerPool.start_worker`).
+STOPPED_WHILE_REPLACING = """
+import os, signal
+from jobs import pool, queues
+
+class Racing(pool.Pool):
+    made = 0
+
+    def get_worker_process(self, *args, **kwargs):
+        process = super().get_worker_process(*args, **kwargs)
+        Racing.made += 1
+        if Racing.made == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return process
+
+raise SystemExit(Racing(list(queues.QUEUE_NAMES), num_workers=1, max_jobs=1).start())
+"""
+
+
+@pytest.mark.once
+def test_a_stop_asked_while_a_child_is_replaced_reaches_the_new_child_too(processes, pool_types):
+    """A SIGTERM that came as the pool forked a replacement (after `--max-jobs`) stopped the children
+    it knew of, not the new one, and the pool waited for that one for ever (seen: `rqworker` did not
+    exit)."""
+    pool = processes.start("shell", "-c", STOPPED_WHILE_REPLACING, JOBS_MODULES=MODULES)
+    job = ended(services.job_enqueue(type=pool_types.SLEEP))  # its child then leaves, and is replaced
+    try:
+        assert pool.wait(timeout=30) == 0, processes.log(pool)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the pool did not exit:\n{processes.log(pool)}")
+    assert live_workers() == []
+    assert attempts(job) == [(1, "finished", job.worker_name)]
+
+
+@pytest.mark.once
+@pytest.mark.parametrize("command", [("rqworker",), ("jobs_pool", "-n", "2")], ids=["rqworker", "jobs_pool"])
+def test_burst_runs_what_is_queued_then_exits(processes, pool_types, command):
+    jobs = [services.job_enqueue(type=pool_types.SLEEP) for _ in range(3)]
+    worker = processes.start(*command, "--burst", *queues.QUEUE_NAMES, JOBS_MODULES=MODULES)
+    assert worker.wait(timeout=60) == 0, processes.log(worker)
+    for job in jobs:
+        assert ended(job).attempts == 1
+
+
+@pytest.mark.once
+@pytest.mark.parametrize(
+    ("option", "said"),
+    [
+        (("--max-idle-time", "5"), "--max-idle-time is RQ's forking worker's: add --worker-class jobs.worker.Worker"),
+        (("--max-jobs", "0"), "--max-jobs must be at least 1"),
+    ],
+    ids=["max-idle-time", "max-jobs 0"],
+)
+def test_manage_py_rqworker_refuses_what_the_pool_cannot_do_and_says_why(processes, option, said):
+    worker = processes.start("rqworker", *option, *queues.QUEUE_NAMES)
+    assert worker.wait(timeout=60) == 1
+    assert said in processes.log(worker)
+    assert live_workers() == []
+
+
+@pytest.mark.once
+def test_django_rqs_own_pool_makes_forking_workers_of_the_same_setting_not_pools(processes, pool_types):
+    pool = start_workers(processes, 2, "rqworker-pool", "--num-workers", "2", *queues.QUEUE_NAMES)
+    job = ended(services.job_enqueue(type=pool_types.SLEEP))
+    workers = {worker.pid for worker in live_workers()}
+    assert workers == children(pool.pid)  # RQ's workers are the pool's own children, no pools between
+    assert job.result["pid"] not in workers  # it ran in a work horse, forked for it
+
+
 def test_the_end_of_a_burst_reaches_the_history_without_waiting_out_the_linger(redis_db, monkeypatch):
     """The pool's one mirror lets events gather between its batches (`BATCH_LINGER_SECONDS`); once a
-    burst is over, what came last is applied at once rather than at the end of that wait."""
+    burst is over, what came last is applied at once rather than at the end of that wait, also when
+    the burst reached the mirror in batches each too small to count as busy (seen under load: 30 events
+    read as 12 and 18 left the next event waiting out the linger)."""
     monkeypatch.setattr(mirror, "BATCH_LINGER_SECONDS", 5.0)
     jobs = services.jobs_enqueue(requests=[services.JobRequest(type="example") for _ in range(30)])
+    assert mirror.LINGER_BUSY_BATCH > 18
+
+    def started(some: list[Job]) -> None:
+        with redis_db.pipeline() as pipe:  # one read of the mirror takes them all
+            for job in some:
+                events.emit(pipe, str(job.pk), events.STARTED, 1, w="w")
+            pipe.execute()
+
+    def applied() -> int:
+        return Job.objects.filter(status=JobStatus.STARTED).count()
+
     drainer = mirror.MirrorThread(redis_db, consumer="test")
     drainer.start()
     try:
-        for job in jobs:
-            events.emit(redis_db, str(job.pk), events.STARTED, 1, w="w")
-        wait_for(lambda: Job.objects.filter(status=JobStatus.STARTED).count() == 30, 10, message="the burst applied")
+        started(jobs[:12])
+        wait_for(lambda: applied() == 12, 10, message="the first batch applied")
+        started(jobs[12:])
+        emitted = time.monotonic()
+        wait_for(lambda: applied() == 30, 10, message="the second batch applied")
+        assert time.monotonic() - emitted < 2.5, "the burst's second part waited out the linger"
         events.emit(redis_db, str(jobs[0].pk), events.FINISHED, 1, w="w", r=1)
         emitted = time.monotonic()
         ended(jobs[0], timeout=10)
@@ -398,3 +509,22 @@ def test_the_end_of_a_burst_reaches_the_history_without_waiting_out_the_linger(r
         assert time.monotonic() - emitted < 2.5
     finally:
         drainer.stop()
+
+
+def test_events_that_came_while_a_batch_was_applied_count_toward_the_burst(redis_db, monkeypatch):
+    """The moment the linger of the test above can miss: the burst's second part is written after the
+    mirror read the first part and before it begins to wait. It counts from the read, not from the
+    wait: the second part is applied at once, not after the whole linger."""
+    monkeypatch.setattr(mirror, "BATCH_LINGER_SECONDS", 5.0)
+    jobs = services.jobs_enqueue(requests=[services.JobRequest(type="example") for _ in range(30)])
+    drainer = mirror.MirrorThread(redis_db, consumer="test")  # driven step by step here, not started
+    drainer.drainer.ensure_group()
+    for job in jobs[:12]:
+        events.emit(redis_db, str(job.pk), events.STARTED, 1, w="w")
+    assert drainer.drainer.drain_once() == 12
+    for job in jobs[12:]:  # as the first part's transaction commits
+        events.emit(redis_db, str(job.pk), events.STARTED, 1, w="w")
+    began = time.monotonic()
+    drainer._linger(burst=12)
+    assert time.monotonic() - began < 2.5
+    assert drainer.drainer.drain_once() == 18

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.utils import timezone
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
-from jobs import queues, reconcile, services
+from jobs import batching, queues, reconcile, services
 from jobs.models import Job
 from jobs.queue_names import DEFAULT, HIGH, LOW
 from jobs.statuses import TERMINAL, JobStatus
@@ -26,6 +26,9 @@ from tests.test_pool import MODULES, attempts, ended, live_workers, pool_types, 
 # One test of each module runs on both databases (the pooled worker is the deployment files' and the
 # Procfile's); the others are `once`.
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+#: The batched steps are RQ 2.x's; on RQ 3 the pool runs RQ's own (`jobs.batching.ACTIVE`).
+batched_only = pytest.mark.skipif(not batching.ACTIVE, reason="RQ 3: the pool runs RQ's own steps")
 
 __all__ = ["pool_types"]  # the fixture, used by name
 
@@ -105,6 +108,7 @@ def test_a_high_job_starts_before_the_low_ones_still_queued(processes, pool_type
 
 
 @pytest.mark.once
+@batched_only
 def test_a_child_killed_between_taking_a_job_and_starting_it_leaves_it_to_the_reconciler(processes, pool_types):
     pool = start_pool(processes, n=1)
     taker = services.job_enqueue(type=pool_types.DIE_AFTER_TAKE, params={"seconds": 1})
@@ -140,6 +144,7 @@ def test_a_worker_that_leaves_puts_the_job_it_took_back(processes, pool_types: A
 
 
 @pytest.mark.once
+@batched_only
 def test_after_the_first_each_job_costs_two_round_trips_to_redis(redis_db, pool_types, monkeypatch):
     """Its start, and its end (which takes the next job): RQ's PERSIST of the job's key goes with the start."""
     from jobs.pool import PoolWorker

@@ -30,7 +30,7 @@ from jobs.errors import ActionNotAllowed, InvalidJobRequest, QueueUnavailable
 from jobs.models import Job, JobAttempt
 from jobs.statuses import AttemptOutcome, JobStatus
 from tests.conftest import wait_for
-from tests.helpers import VIEWERS, history_row, make_user
+from tests.helpers import FORKING, VIEWERS, history_row, make_user
 from tests.test_metrics import scrape, value
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -151,14 +151,16 @@ def test_an_older_progress_report_applied_last_does_not_win():
 # --- no job without its row -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("delay", [None, 5.0], ids=["now", "delayed"])
 @pytest.mark.parametrize("count", [1, 3], ids=["one job", "a bulk"])
-def test_jobs_whose_rows_the_database_refuses_at_commit_are_taken_back_from_redis(count):
+def test_jobs_whose_rows_the_database_refuses_at_commit_are_taken_back_from_redis(count, delay):
     ghost = User(pk=987654, username="ghost")  # deleted meanwhile: the foreign key fails at commit
-    requests = [services.JobRequest(type="example") for _ in range(count)]
+    requests = [services.JobRequest(type="example", delay_seconds=delay) for _ in range(count)]
     with pytest.raises(InvalidJobRequest, match="the database refused the jobs"):
         services.jobs_enqueue(requests=requests, user=ghost)
     assert not Job.objects.exists()
     assert queued_ids() == []
+    assert queues.get_queue("default").scheduled_job_registry.get_job_ids() == []
     assert not queues.redis().keys("rq:job:*")
 
 
@@ -277,7 +279,7 @@ def test_plain_django_rq_jobs_are_refused_and_recorded_and_block_nothing(process
     the dead worker's job within its deadline."""
     started = [  # at once: each takes seconds to start
         processes.start("runscheduler", "--tick", "0.2"),
-        victim := processes.start("rqworker", "default"),
+        victim := processes.start("rqworker", "default", "--worker-class", FORKING),
         processes.start("rqworker", "high", "--worker-class", "jobs.worker.SimpleWorker"),
     ]
     processes.wait_until_logged(started[0], " started (tick ", "the scheduler to start")

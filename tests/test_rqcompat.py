@@ -33,8 +33,10 @@ def test_a_failure_redis_refused_to_record_is_recorded_once_redis_answers(monkey
     assert taken is not None
     rq_job, queue = taken
     assert rq_job.id == job.rq_id
-    # Its last attempt (RQ writes the status of a retry with a delay outside the pipeline, in both majors).
+    # Its last attempt, in hand and in Redis (RQ writes the status of a retry with a delay outside the
+    # pipeline, in both majors; the worker settles an end by the count Redis has).
     rq_job.retries_left = None
+    conn.hdel(rq_job.key, "retries_left")
 
     refused: list[bool] = []
     count = worker.increment_failed_job_count
@@ -93,3 +95,71 @@ def test_a_stop_that_comes_after_the_job_finished_leaves_it_finished():
     assert row.status == JobStatus.FINISHED
     assert [attempt.outcome for attempt in row.attempt_set.order_by("number")] == [AttemptOutcome.FINISHED]
     assert rqstore.status(job.rq_id) == "finished"
+
+
+class _NoMirror:
+    """Stands in for the worker's mirror process (not what this test is about)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    def stop(self, timeout: float = 15.0) -> None:
+        pass
+
+
+def test_a_stop_that_lands_in_a_log_line_being_written_still_stops_the_worker(monkeypatch):
+    """RQ's warm stop raises StopRequested from the signal handler when no job runs; raised while a log
+    line was being written, logging printed it and went on, and the worker ran on as if never asked
+    (seen in the chaos run: a worker sent SIGTERM ran jobs until it was killed 80 s later)."""
+    import io
+    import logging
+    import signal
+
+    from jobs import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "MirrorProcess", _NoMirror)
+    job = services.job_enqueue(type="example", params={"duration": 0})
+    worker = SimpleWorker([queues.get_queue(name) for name in queues.QUEUE_NAMES], connection=queues.new_redis())
+
+    class SignalledWhileWriting(io.StringIO):
+        def write(self, text: str) -> int:
+            worker.request_stop(signal.SIGTERM, None)  # the signal lands in the write
+            return super().write(text)
+
+    handler = logging.StreamHandler(SignalledWhileWriting())
+    logger = logging.getLogger("tests.signalled")
+    logger.addHandler(handler)
+    monkeypatch.setattr(logging, "raiseExceptions", False)  # as deployed: no traceback printed either
+    try:
+        logger.warning("a line")  # logging swallows what the write raised
+    finally:
+        logger.removeHandler(handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # RQ's handler set the next stop to a cold one
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    worker.work(burst=True)
+    queue = queues.get_queue(job.queue)
+    assert queue.job_ids == [job.rq_id]  # stopped before taking a job: it still waits, never run
+    assert queue.fetch_job(job.rq_id).get_status() == "queued"
+
+
+def test_a_stop_delivered_twice_within_a_second_stays_a_warm_stop():
+    """The same SIGTERM can arrive twice (from a pool and to the process group): RQ ignores a second
+    signal within a second of the first, and the worker must too, still waiting for Redis to record
+    the job in hand rather than leaving it as after a cold stop."""
+    import signal
+
+    from rq.worker import WorkerStatus
+
+    worker = SimpleWorker([queues.get_queue(name) for name in queues.QUEUE_NAMES], connection=queues.new_redis())
+    worker.set_state(WorkerStatus.BUSY)  # a job in hand: the warm stop waits for it
+    try:
+        worker.request_stop(signal.SIGTERM, None)
+        worker.request_force_stop(signal.SIGTERM, None)  # the same stop, a moment later: ignored
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    assert worker._wait_for_redis(even_if_stopping=True) is True  # waits on, for the job's end

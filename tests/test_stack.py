@@ -2,7 +2,8 @@
 
 A `redis-server` that wants a password, gunicorn serving the ASGI application with the uvicorn worker
 (two workers, DEBUG off, the production settings), the pooled worker of the deployment files
-(`manage.py jobs_pool -n 2 high default low`) and the forking one (`manage.py rqworker high default low`)
+(`manage.py jobs_pool -n 2 high default low`) and django-rq's command (`manage.py rqworker high default low`,
+the same pool with one child by default)
 and two schedulers (`manage.py runscheduler`), all on the test database (PostgreSQL in the full suite)
 and on that Redis. Every process gets its environment spelled out here, nothing inherited from the test
 run (no `.env` file either). Then, over HTTP only, as a user of the API: the probes answer, a job

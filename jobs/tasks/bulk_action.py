@@ -11,6 +11,7 @@ the right to create jobs, so it can never do what its creator may not.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from typing import Any, Literal
 
@@ -34,6 +35,21 @@ class NotAllowed(PermissionError):
     pass
 
 
+#: Seconds the job waits for its own row: a worker can take a job the moment it reaches Redis, just
+#: before the transaction that created it commits its row.
+OWN_ROW_WAIT = 10.0
+
+
+def _own_row(job_id: str) -> Job | None:
+    """The job's row, with its creator, once the creating transaction has committed it (None if it never does)."""
+    deadline = time.monotonic() + OWN_ROW_WAIT
+    while True:
+        row = Job.objects.filter(pk=job_id).select_related("created_by").first()
+        if row is not None or time.monotonic() > deadline:
+            return row
+        time.sleep(0.05)
+
+
 @job_type(
     "bulk_action",
     params=BulkActionParams,
@@ -44,7 +60,7 @@ class NotAllowed(PermissionError):
 def bulk_action(params: BulkActionParams) -> dict[str, Any]:
     """Retries, cancels, stops, promotes or removes every job a filter selects, in batches."""
     current = get_current_job()
-    row = Job.objects.filter(pk=current.id).select_related("created_by").first() if current else None
+    row = _own_row(current.id) if current else None
     user = row.created_by if row is not None else None
     if user is None or not user.is_active or not permissions.may_act(user, params.action):
         raise NotAllowed(f"the user who created this job may not {params.action} jobs")

@@ -4,7 +4,7 @@ from django.core.management.base import CommandError, CommandParser
 from rq.defaults import DEFAULT_JOB_MONITORING_INTERVAL
 
 from jobs.management.worker_command import WorkerCommand
-from jobs.pool import Pool
+from jobs.pool import DEFAULT_WORKER_TTL, Pool
 
 
 class Command(WorkerCommand):
@@ -28,7 +28,10 @@ class Command(WorkerCommand):
             help="Replace a worker process after a job that leaves it using more than this many MB.",
         )
         parser.add_argument(
-            "--worker-ttl", type=int, default=420, help="RQ's worker TTL: an idle worker beats every TTL - 15 s."
+            "--worker-ttl",
+            type=int,
+            default=DEFAULT_WORKER_TTL,
+            help="RQ's worker TTL: an idle worker beats every TTL - 15 s.",
         )
         parser.add_argument(
             "--job-monitoring-interval",
