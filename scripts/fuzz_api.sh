@@ -29,12 +29,19 @@ print(Token.objects.create(user=user).key)
     --bind "127.0.0.1:$PORT" --workers 2 --log-level warning &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null' EXIT
-for _ in $(seq 100); do
-    curl -fs -o /dev/null "http://127.0.0.1:$PORT/api/schema/" -H "Authorization: Token $TOKEN" && break
+# The schema is fetched here, once the server answers, and schemathesis reads the file: loading it
+# itself, schemathesis gives up after 10 s, and a busy machine (the test command's other steps
+# start at the same moment) took longer to build the schema once.
+SCHEMA="$ROOT/var/fuzz-schema.json"
+rm -f "$SCHEMA"
+for _ in $(seq 300); do
+    curl -fs --max-time 60 -o "$SCHEMA" "http://127.0.0.1:$PORT/api/schema/?format=json" \
+        -H "Authorization: Token $TOKEN" && break
     sleep 0.2
 done
+[ -s "$SCHEMA" ] || die "the API's schema could not be fetched from the server"
 
-"$VENV/bin/schemathesis" run "http://127.0.0.1:$PORT/api/schema/" \
+"$VENV/bin/schemathesis" run "$SCHEMA" --url "http://127.0.0.1:$PORT" \
     --header "Authorization: Token $TOKEN" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,negative_data_rejection,ignored_auth \
     --max-examples "${FUZZ_EXAMPLES:-40}" --request-timeout 60 --seed 1 --generation-deterministic "$@"

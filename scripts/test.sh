@@ -3,7 +3,9 @@
 # Redis, on SQLite and then on PostgreSQL. The browser tests (marked `browser`,
 # headless Chromium), the fault suite (`faults`) and the scenarios of processes,
 # settings and connections (`once`) are slow: they run once, in the PostgreSQL
-# pass. Extra arguments go to pytest.
+# pass. The suites of the workers run once more on RQ 3.0.0 (what `pip install django-rq`
+# installs today; the product supports both majors), on SQLite. Extra arguments go to pytest, in
+# every pass.
 #
 # Each pass runs its tests in parallel (pytest-xdist): most of them wait on real
 # processes (workers, schedulers, servers), not on the CPU. Every xdist worker has
@@ -16,6 +18,7 @@
 #   TEST_POSTGRES_WORKERS      xdist workers of the PostgreSQL pass (default 7)
 #   TEST_SQLITE_REDIS_DB       first Redis database of the SQLite pass (default: its last is 15)
 #   TEST_POSTGRES_REDIS_DB     first Redis database of the PostgreSQL pass (default 4)
+#   TEST_RQ3_REDIS_DB          first Redis database of the RQ 3 pass (default 1; it has 3 workers)
 #   FUZZ_REDIS_URL, FUZZ_PORT  schemathesis's Redis database (default 11) and port (scripts/fuzz_api.sh)
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
@@ -29,8 +32,10 @@ SQLITE_WORKERS="${TEST_SQLITE_WORKERS:-3}"
 POSTGRES_WORKERS="${TEST_POSTGRES_WORKERS:-7}"
 SQLITE_REDIS_DB="${TEST_SQLITE_REDIS_DB:-$((16 - SQLITE_WORKERS))}"
 POSTGRES_REDIS_DB="${TEST_POSTGRES_REDIS_DB:-4}"
+RQ3_REDIS_DB="${TEST_RQ3_REDIS_DB:-1}"
+RQ3_WORKERS=3
 FUZZ_REDIS_DB="$(redis_db "${FUZZ_REDIS_URL:-redis://127.0.0.1:6379/11}")"
-for number in "$SQLITE_WORKERS" "$POSTGRES_WORKERS" "$SQLITE_REDIS_DB" "$POSTGRES_REDIS_DB"; do
+for number in "$SQLITE_WORKERS" "$POSTGRES_WORKERS" "$SQLITE_REDIS_DB" "$POSTGRES_REDIS_DB" "$RQ3_REDIS_DB"; do
     [[ "$number" =~ ^[0-9]+$ ]] || die "the TEST_*_WORKERS and TEST_*_REDIS_DB variables take whole numbers, not '$number'"
 done
 [ "$SQLITE_WORKERS" -ge 1 ] && [ "$POSTGRES_WORKERS" -ge 1 ] || die "each pass needs at least one worker"
@@ -48,6 +53,12 @@ for first_last in "$SQLITE_REDIS_DB $sqlite_last" "$POSTGRES_REDIS_DB $postgres_
     read -r first last <<<"$first_last"
     [ "$FUZZ_REDIS_DB" -lt "$first" ] || [ "$FUZZ_REDIS_DB" -gt "$last" ] ||
         die "schemathesis's Redis database $FUZZ_REDIS_DB (FUZZ_REDIS_URL) is one of the tests' ($first-$last)"
+done
+for db in $(seq "$RQ3_REDIS_DB" $((RQ3_REDIS_DB + RQ3_WORKERS - 1))); do
+    { [ "$db" -ge 1 ] && [ "$db" -le 15 ] && [ "$db" != "$FUZZ_REDIS_DB" ] &&
+        { [ "$db" -lt "$SQLITE_REDIS_DB" ] || [ "$db" -gt "$sqlite_last" ]; } &&
+        { [ "$db" -lt "$POSTGRES_REDIS_DB" ] || [ "$db" -gt "$postgres_last" ]; }; } ||
+        die "the RQ 3 pass's Redis database $db (TEST_RQ3_REDIS_DB) is not within 1-15 or is another step's"
 done
 
 postgres_ping() { "$PY" -c 'import sys, psycopg; psycopg.connect(sys.argv[1].replace("postgres://","postgresql://",1), connect_timeout=2).close()' "${POSTGRES_URL%/*}/postgres" >/dev/null 2>&1; }
@@ -70,10 +81,10 @@ say "ruff"
 "$VENV/bin/ruff" format --check .
 
 # Then everything else at once, each step's output in var/NAME.log, shown when all are
-# done: mypy, the two test passes (each on its own Redis databases) and schemathesis. A pass that selects no test (pytest's exit
+# done (var/NAME.status: its exit status, seconds and CPU seconds): mypy, the two test passes (each on its own Redis databases) and schemathesis. A pass that selects no test (pytest's exit
 # code 5, e.g. with -k) is not a failure; any other failure fails the script.
 mkdir -p "$ROOT/var"
-rm -f "$ROOT"/var/{mypy,tests-sqlite,tests-postgres,fuzz}.status
+rm -f "$ROOT"/var/{mypy,tests-sqlite,tests-postgres,tests-rq3,fuzz}.status
 start_step() {  # start_step NAME COMMAND...: in the background; var/NAME.status gets "STATUS SECONDS"
     local name="$1"
     shift
@@ -81,7 +92,10 @@ start_step() {  # start_step NAME COMMAND...: in the background; var/NAME.status
         started=$SECONDS
         status=0
         "$@" >"$ROOT/var/$name.log" 2>&1 </dev/null || status=$?
-        echo "$status $((SECONDS - started))" >"$ROOT/var/$name.status"
+        # The CPU seconds of the step's processes (those reaped: the tests' servers and workers too).
+        times >"$ROOT/var/$name.times" # not in $(...): a subshell would have no children to count
+        cpu="$(awk 'NR == 2 { total = 0; for (i = 1; i <= 2; i++) { split($i, t, "m"); total += t[1] * 60 + t[2] } printf "%d", total }' "$ROOT/var/$name.times")"
+        echo "$status $((SECONDS - started)) $cpu" >"$ROOT/var/$name.status"
     ) &
 }
 # Tests go to the workers one or two at a time (--dist load, --maxschedchunk 2): a worker
@@ -93,6 +107,26 @@ run_pass() {  # run_pass NAME DATABASE_URL REDIS_URL WORKERS PYTEST_ARGS...
     shift 4
     start_step "$name" env DATABASE_URL="$database" REDIS_URL="$redis_url" "$VENV/bin/pytest" \
         -n "$workers" --dist load --maxschedchunk 2 --max-worker-restart 0 --durations 15 "$@"
+}
+
+# The RQ 3 pass: the suites that drive RQ's workers (the lifecycle, the mirror, the compatibility
+# layer, django-rq's pages, the pooled and threaded workers), with RQ 3.0.0 instead of the pinned 2.12:
+# the project's venv with rq 3.0.0 ahead of it on PYTHONPATH (var/rq3-packages; what RQ 3 needs
+# besides, click, croniter and redis-py, is in the venv at versions it takes), inherited by every
+# process the tests start.
+RQ3_PACKAGES="$ROOT/var/rq3-packages"
+RQ3_TESTS=(tests/test_lifecycle.py tests/test_mirror.py tests/test_rqcompat.py tests/test_django_rq_readonly.py
+    tests/test_pool.py tests/test_threads.py)
+rq3_pass() {
+    if [ ! -f "$RQ3_PACKAGES/rq/version.py" ] || ! grep -q "'3.0.0'" "$RQ3_PACKAGES/rq/version.py"; then
+        rm -rf "$RQ3_PACKAGES"
+        "$PY" -m pip install --quiet --no-deps --target "$RQ3_PACKAGES" rq==3.0.0 || return 1
+    fi
+    export PYTHONPATH="$RQ3_PACKAGES${PYTHONPATH:+:$PYTHONPATH}"
+    "$PY" -c 'import rq; print(f"rq {rq.__version__} from {rq.__file__}")' &&
+        env DATABASE_URL="sqlite:///$ROOT/var/rq3.sqlite3" REDIS_URL="$REDIS_BASE/$RQ3_REDIS_DB" \
+            "$VENV/bin/pytest" -n "$RQ3_WORKERS" --dist load --maxschedchunk 2 --max-worker-restart 0 \
+            --durations 5 "${RQ3_TESTS[@]}" "${pg_args[@]}"
 }
 
 # The SQLite pass leaves out the browser and fault suites and the `once` scenarios (slow; they
@@ -125,21 +159,23 @@ run_pass tests-sqlite "sqlite:///$ROOT/db.sqlite3" "$REDIS_BASE/$SQLITE_REDIS_DB
     -m "$sqlite_marks" "${sqlite_args[@]}"
 run_pass tests-postgres "$POSTGRES_URL" "$REDIS_BASE/$POSTGRES_REDIS_DB" "$POSTGRES_WORKERS" "${pg_args[@]}"
 start_step fuzz bash "$ROOT/scripts/fuzz_api.sh"
+start_step tests-rq3 rq3_pass
 wait
 
 failed=no
 ran=no
-for name in mypy tests-sqlite tests-postgres fuzz; do
-    read -r status seconds 2>/dev/null <"$ROOT/var/$name.status" || { status=1 seconds=0; }
+for name in mypy tests-sqlite tests-postgres tests-rq3 fuzz; do
+    read -r status seconds cpu 2>/dev/null <"$ROOT/var/$name.status" || { status=1 seconds=0 cpu=0; }
     case "$name" in
         mypy) title="mypy" ;;
         fuzz) title="schemathesis against the API's own OpenAPI schema" ;;
+        tests-rq3) title="the workers' suites on RQ 3.0.0" ;;
         *) title="$name" ;;
     esac
-    say "$title ($((seconds / 60))m$((seconds % 60))s)"
+    say "$title ($((seconds / 60))m$((seconds % 60))s, CPU $((cpu / 60))m$((cpu % 60))s)"
     cat "$ROOT/var/$name.log"
     case "$name:$status" in
-        *:0) [ "$name" = mypy ] || [ "$name" = fuzz ] || ran=yes ;;
+        *:0) [ "$name" = mypy ] || [ "$name" = fuzz ] || [ "$name" = tests-rq3 ] || ran=yes ;;
         tests-*:5) say "no test selected in this pass" ;;
         *) failed=yes ;;
     esac

@@ -305,9 +305,13 @@ def test_the_live_figures_match_what_a_real_worker_did(processes, raising_job_ty
     queued_at = time.time()
     for _ in range(2):
         services.job_enqueue(type="example", params=quick, queue="low")  # no worker listens to it
+    first_queued_by = time.time()
     services.job_enqueue(type="example", params=quick, delay_seconds=0.5)  # and no scheduler moves it
+    asked_at = 0.0
 
     def live() -> Samples | None:
+        nonlocal asked_at
+        asked_at = time.time()
         samples = scrape()
         due = value(samples, "jobs_delayed_due", queue="default") == 1
         return samples if due and value(samples, "jobs_workers_alive") == 1 else None
@@ -342,9 +346,9 @@ def test_the_live_figures_match_what_a_real_worker_did(processes, raising_job_ty
 
     assert value(samples, "jobs_queue_waiting", queue="low") == 2
     assert value(samples, "jobs_queue_waiting", queue="default") == 0
-    assert value(samples, "jobs_queue_oldest_waiting_seconds", queue="low") == pytest.approx(
-        scraped_at - queued_at, abs=1.5
-    )
+    # The head of `low` was queued between queued_at and first_queued_by; its age was read during the scrape.
+    oldest = value(samples, "jobs_queue_oldest_waiting_seconds", queue="low")
+    assert asked_at - first_queued_by - 0.01 <= oldest <= scraped_at - queued_at + 0.01
     assert value(samples, "jobs_queue_oldest_waiting_seconds", queue="default") == 0
     assert value(samples, "jobs_queue_workers", queue="default") == 1
     assert value(samples, "jobs_queue_workers", queue="low") == 0

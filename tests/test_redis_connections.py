@@ -33,7 +33,7 @@ from jobs.models import Job
 from jobs.scheduler import LOCK_KEY
 from jobs.statuses import JobStatus
 from tests.conftest import wait_for
-from tests.helpers import OPERATORS, make_user
+from tests.helpers import FORKING, OPERATORS, make_user
 
 pytestmark = [
     pytest.mark.slow,
@@ -247,7 +247,7 @@ def test_a_wrong_password_is_a_clear_503_and_a_clear_worker_log(processes, tls_r
         readyz = client.get("/readyz")
         assert readyz.status_code == 503
         assert readyz.json()["checks"]["redis"]["reason"] == "authentication failed"
-    worker = processes.start("rqworker", "default", **env)
+    worker = processes.start("rqworker", "default", "--worker-class", FORKING, **env)
     processes.wait_until_logged(worker, "invalid username-password pair", "the worker to report the wrong password")
     assert Job.objects.count() == 0
 

@@ -31,6 +31,7 @@ DEFECTS = {
     # Found by the chaos run (docs/faults.md, "The chaos run").
     "queued-on-no-queue": "A queued job Redis holds on no queue is never judged",
     "stop-kills-worker": "A stop of a job whose horse has ended kills the worker itself",
+    "end-lost-reran": "A failure whose end Redis did not take runs again as the same attempt",
 }
 
 #: How far a run may start before its due time as reckoned here, the row's `created_at` plus the delay
@@ -318,7 +319,7 @@ class Judge:
             return
         for number, count in sorted(Counter(run.attempt for run in job_runs).items()):
             if count > 1:
-                self.add("runs", f"attempt {number} ran {count} times", job_id)
+                self.add("runs", f"attempt {number} ran {count} times", job_id, "end-lost-reran")
         in_round = 0
         for index, run in enumerate(job_runs):
             before = job_runs[index - 1] if index else None
