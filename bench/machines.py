@@ -5,7 +5,7 @@
 
 On PostgreSQL, with a `redis-server` of its own. For every repetition and every
 worker count (1, 2, 4; the order flips every repetition), it starts that many
-`manage.py rqworker default` (the product's default worker class, as deployed),
+`manage.py rqworker default --worker-class jobs.worker.Worker` (RQ's fork per job),
 waits until all of them listen, creates N no-op jobs through
 `jobs.services.jobs_enqueue` and times from the creation until the last of the N
 history rows is `finished`. While the workers run, a thread samples
@@ -386,7 +386,8 @@ class Bench:
         assert self.sampler is not None
         self.redis.flushdb()
         self.agent.call("reset")
-        workers = [self.manage("rqworker", QUEUE, name=f"worker-{count}-{rep}-{i}") for i in range(count)]
+        forking = ("--worker-class", "jobs.worker.Worker")
+        workers = [self.manage("rqworker", QUEUE, *forking, name=f"worker-{count}-{rep}-{i}") for i in range(count)]
         mains = [w.pid for w in workers]
         self.wait_until(lambda: self.redis.scard("rq:workers") == count, 60, f"{count} workers to listen", workers)
         time.sleep(0.5)  # each worker's mirror process connects at start

@@ -218,7 +218,8 @@ class Bench:
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", str(self.tmp)),
             "LANG": "C.UTF-8",
-            "PYTHONPATH": str(PROJECT),
+            # The bench's own PYTHONPATH first: `PYTHONPATH=var/rq3-packages` runs the product and bare RQ on RQ 3.
+            "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH", ""), str(PROJECT)])),
             "PYTHONUNBUFFERED": "1",
             "BENCH_STAMP_REDIS_URL": self.redis_url(4),
         }
@@ -667,9 +668,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bench.teardown()
     rows = summarize(bench)
+    found = versions()
     print(
         f"\nWorkers, 2 worker processes each (peers: concurrency 2), median of {args.repeats} repetition(s); "
-        "time from the enqueue until the N-th job is counted in the store"
+        "time from the enqueue until the N-th job is counted in the store; "
+        f"the product and bare RQ on RQ {found.get('rq', '?')}, django-rq {found.get('django-rq', '?')}"
     )
     print(throughput_tables(bench, rows))
     print("\nx djq2      = jobs/s / django-q2's jobs/s, same database, job kind and repetition (median)")
