@@ -235,11 +235,15 @@ class Processes:
                 return path.read_text(errors="replace")
         return ""
 
-    def wait_until_listening(self, process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    #: How long a process may take to start: a guard against a hang, not a promise (a Django process
+    #: started while the whole test command keeps both cores busy has taken more than 20 s).
+    START_TIMEOUT = 60.0
+
+    def wait_until_listening(self, process: subprocess.Popen[bytes], timeout: float = START_TIMEOUT) -> None:
         self.wait_until_logged(process, "Listening on", "the worker to listen", timeout)
 
     def wait_until_logged(
-        self, process: subprocess.Popen[bytes], text: str, message: str, timeout: float = 20.0
+        self, process: subprocess.Popen[bytes], text: str, message: str, timeout: float = START_TIMEOUT
     ) -> None:
         def logged() -> bool:
             if process.poll() is not None:
