@@ -5,7 +5,7 @@ Workers drain queues in the order of `QUEUE_NAMES` (highest priority first).
 
 from __future__ import annotations
 
-from functools import cache
+import threading
 from typing import Any
 
 import django_rq
@@ -45,10 +45,25 @@ def all_queues() -> list[Queue]:
     return [get_queue(name) for name in QUEUE_NAMES]
 
 
-@cache
+_lock = threading.Lock()
+_shared: dict[str, Any] = {}  # "redis": the shared client; a queue's name: its Queue
+
+
 def redis() -> Redis:
-    """The shared Redis connection (all queues live on one Redis)."""
-    return django_rq.get_connection(DEFAULT)
+    """The shared Redis connection (all queues live on one Redis), made once per process.
+
+    Made under a lock: a client that two threads made at once, one of them then dropped, closed its
+    connection pool when it was collected, under a request that was using a connection of that pool
+    (a web process's first requests answered 500 or 503: "'NoneType' object has no attribute 'feed'",
+    "Bad file descriptor").
+    """
+    conn = _shared.get("redis")
+    if conn is None:
+        with _lock:
+            conn = _shared.get("redis")
+            if conn is None:
+                conn = _shared["redis"] = django_rq.get_connection(DEFAULT)
+    return conn
 
 
 def new_redis(**options: Any) -> Redis:
@@ -62,16 +77,22 @@ def new_redis(**options: Any) -> Redis:
     return conn
 
 
-@cache
 def _queue(name: str) -> Queue:
     # One connection pool for every queue (django-rq would make a new one per call).
-    return django_rq.get_queue(name, connection=redis(), serializer=SERIALIZER)
+    queue = _shared.get(name)
+    if queue is None:
+        conn = redis()
+        with _lock:
+            queue = _shared.get(name)
+            if queue is None:
+                queue = _shared[name] = django_rq.get_queue(name, connection=conn, serializer=SERIALIZER)
+    return queue
 
 
 def reset() -> None:
     """Forget the connection, e.g. after the Redis settings changed (tests)."""
-    redis.cache_clear()
-    _queue.cache_clear()
+    with _lock:
+        _shared.clear()
 
 
 #: The set of queue names whose jobs workers leave alone for now.
