@@ -297,7 +297,9 @@ class Web:
             )
         # Stopped with the test's other processes (SIGTERM to its group, then SIGKILL).
         self.processes.started.append((self.process, self.log_path))
-        wait_for(self._answers, 30, interval=0.1, message=f"gunicorn to answer on port {self.port}")
+        wait_for(
+            self._answers, self.processes.START_TIMEOUT, interval=0.1, message=f"gunicorn to answer on port {self.port}"
+        )
 
     def _answers(self) -> bool:
         assert self.process is not None

@@ -260,9 +260,9 @@ def test_the_whole_stack_runs_as_processes_and_serves_a_user_over_http(stack: St
     workers = [stack.start(*command, "high", "default", "low") for command in (["jobs_pool", "-n", "2"], ["rqworker"])]
     schedulers = [stack.start("runscheduler") for _ in range(2)]
     for worker in workers:
-        stack.wait_until_listening(worker, timeout=40)
+        stack.wait_until_listening(worker)
     for scheduler in schedulers:
-        stack.wait_until_logged(scheduler, " started (tick ", "the scheduler to start", timeout=40)
+        stack.wait_until_logged(scheduler, " started (tick ", "the scheduler to start")
     probe = Client(port)
 
     def web_answers() -> bool:
@@ -273,7 +273,7 @@ def test_the_whole_stack_runs_as_processes_and_serves_a_user_over_http(stack: St
         except OSError:
             return False
 
-    wait_for(web_answers, 40, message=f"gunicorn to answer on port {port}")
+    wait_for(web_answers, Processes.START_TIMEOUT, message=f"gunicorn to answer on port {port}")
 
     # The probes, as an orchestrator sends them: plain HTTP, no proxy header.
     assert probe.get("/healthz", proxied=False).json() == {"status": "ok"}

@@ -300,7 +300,7 @@ class AsgiServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
-    def start(self, timeout: float = 30.0) -> None:
+    def start(self, timeout: float = Processes.START_TIMEOUT) -> None:
         """Start gunicorn and return once it answers `/healthz`."""
         assert not self.running, "the server is running already"
         with self.log_path.open("ab") as log:
