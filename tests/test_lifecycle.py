@@ -17,7 +17,7 @@ from tests.conftest import wait_for
 pytestmark = pytest.mark.slow
 
 
-def finished(job: Job, timeout: float = 30) -> Job:
+def finished(job: Job, timeout: float = 60) -> Job:
     def done():
         job.refresh_from_db()
         return job.status in {JobStatus.FINISHED, JobStatus.FAILED}
