@@ -92,7 +92,16 @@ class MirrorWorkerMixin:
 
     def prepare_execution(self, job: RQJob) -> Any:
         """RQ's; the execution is kept for an end recorded after Redis came back (RQ 3 passes it
-        to the hooks rather than keep it on the worker)."""
+        to the hooks rather than keep it on the worker).
+
+        This worker runs one job at a time: RQ 3 enters an execution in `executions` before its
+        pipeline is sent, so one whose start Redis refused stayed there. RQ's `execution` is the
+        first entered: every later job of the worker ran under that stale one, which its end then
+        cleaned up instead of its own, left in the started registry (the chaos run on RQ 3).
+        """
+        self._execution_in_hand = None
+        if rqcompat.RQ3:
+            self.executions.clear()  # type: ignore[attr-defined]
         self._execution_in_hand = super().prepare_execution(job)  # type: ignore[misc]
         return self._execution_in_hand
 

@@ -10,7 +10,7 @@ import redis
 from jobs import mirror, queues, rqcompat, rqstore, services
 from jobs.models import Job
 from jobs.statuses import AttemptOutcome, JobStatus
-from jobs.worker import END_NOT_RECORDED, SimpleWorker
+from jobs.worker import END_NOT_RECORDED, SimpleWorker, Worker
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -163,3 +163,41 @@ def test_a_stop_delivered_twice_within_a_second_stays_a_warm_stop():
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
     assert worker._wait_for_redis(even_if_stopping=True) is True  # waits on, for the job's end
+
+
+@pytest.mark.skipif(not rqcompat.RQ3, reason="RQ 3's executions: RQ 2 keeps the job itself in the started registry")
+@pytest.mark.parametrize("worker_class", [SimpleWorker, Worker], ids=["in-process", "forking"])
+def test_a_job_whose_start_redis_refused_leaves_no_stale_execution_to_later_jobs(monkeypatch, worker_class):
+    """RQ 3 enters a job's execution on the worker before the start's pipeline reaches Redis. Refused,
+    it stayed, and RQ's `execution` (the first entered) was every later job's: each of them then
+    cleaned up the stale one at its end and left its own in the started registry, a finished job
+    shown as running by `rq info` and django-rq's pages (a work horse runs under `execution`)."""
+    conn = queues.new_redis()
+    first = services.job_enqueue(type="example", params={"duration": 0})
+    worker = worker_class([queues.get_queue(name) for name in queues.QUEUE_NAMES], connection=conn)
+    taken = worker.dequeue_job_and_maintain_ttl(None)
+    assert taken is not None
+    assert taken[0].id == first.rq_id
+    refused: list[bool] = []
+    set_state = worker.set_state
+
+    def refuse_the_first_start(state: Any, pipeline: Any = None) -> None:
+        if pipeline is not None and not refused:  # the start's pipeline, after the execution is entered
+            refused.append(True)
+            raise redis.ConnectionError("Redis went away")
+        set_state(state, pipeline=pipeline)
+
+    monkeypatch.setattr(worker, "set_state", refuse_the_first_start)
+    worker.execute_job(*taken)
+    assert refused
+
+    later = [services.job_enqueue(type="example", params={"duration": 0}) for _ in range(2)]
+    for job in later:
+        taken = worker.dequeue_job_and_maintain_ttl(None)
+        assert taken is not None
+        assert taken[0].id == job.rq_id
+        worker.execute_job(*taken)
+        assert rqstore.status(job.rq_id) == "finished"
+    started = queues.get_queue("default").started_job_registry
+    assert conn.zrange(started.key, 0, -1) == []
+    assert not worker.executions
