@@ -5,6 +5,7 @@ Workers drain queues in the order of `QUEUE_NAMES` (highest priority first).
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -45,8 +46,20 @@ def all_queues() -> list[Queue]:
     return [get_queue(name) for name in QUEUE_NAMES]
 
 
-_lock = threading.Lock()
-_shared: dict[str, Any] = {}  # "redis": the shared client; a queue's name: its Queue
+#: Guards the making of the shared client and queues (reentrant: a queue is made with the client).
+_lock = threading.RLock()
+_client: dict[str, Redis] = {}  # "redis": the shared client
+_queues: dict[str, Queue] = {}  # a queue's name: its Queue, on the shared client
+
+
+def _new_lock_after_fork() -> None:
+    """A child of a fork gets a lock of its own: one held by another thread of the parent at the
+    fork would stay held in the child for ever (the client itself is fork-safe: its pool resets)."""
+    global _lock
+    _lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 def redis() -> Redis:
@@ -57,12 +70,12 @@ def redis() -> Redis:
     (a web process's first requests answered 500 or 503: "'NoneType' object has no attribute 'feed'",
     "Bad file descriptor").
     """
-    conn = _shared.get("redis")
+    conn = _client.get("redis")
     if conn is None:
         with _lock:
-            conn = _shared.get("redis")
+            conn = _client.get("redis")
             if conn is None:
-                conn = _shared["redis"] = django_rq.get_connection(DEFAULT)
+                conn = _client["redis"] = django_rq.get_connection(DEFAULT)
     return conn
 
 
@@ -79,20 +92,20 @@ def new_redis(**options: Any) -> Redis:
 
 def _queue(name: str) -> Queue:
     # One connection pool for every queue (django-rq would make a new one per call).
-    queue = _shared.get(name)
+    queue = _queues.get(name)
     if queue is None:
-        conn = redis()
-        with _lock:
-            queue = _shared.get(name)
+        with _lock:  # the client too: a reset meanwhile cannot leave a queue on a forgotten client
+            queue = _queues.get(name)
             if queue is None:
-                queue = _shared[name] = django_rq.get_queue(name, connection=conn, serializer=SERIALIZER)
+                queue = _queues[name] = django_rq.get_queue(name, connection=redis(), serializer=SERIALIZER)
     return queue
 
 
 def reset() -> None:
     """Forget the connection, e.g. after the Redis settings changed (tests)."""
     with _lock:
-        _shared.clear()
+        _client.clear()
+        _queues.clear()
 
 
 #: The set of queue names whose jobs workers leave alone for now.

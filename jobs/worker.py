@@ -96,16 +96,21 @@ class MirrorWorkerMixin:
 
         This worker runs one job at a time: RQ 3 enters an execution in `executions` before its
         pipeline is sent, so one whose start Redis refused stayed there. RQ's `execution` is the
-        first entered: every later job of the worker ran under that stale one, which its end then
-        cleaned up instead of its own, left in the started registry (the chaos run on RQ 3).
+        first entered: it named the stale one as the worker's current job, and a forking worker's
+        work horse ran every later job under it, whose end then cleaned up the stale one instead of
+        its own, left in the started registry (the chaos run on RQ 3). A start that did not reach
+        Redis, or whose answer alone was lost, is put back by the worker (`_put_back_unstarted`).
         """
-        self._execution_in_hand = None
+        self._execution_in_hand, self._start_sent = None, False
         if rqcompat.RQ3:
             self.executions.clear()  # type: ignore[attr-defined]
         self._execution_in_hand = super().prepare_execution(job)  # type: ignore[misc]
+        self._start_sent = True
         return self._execution_in_hand
 
     _execution_in_hand: Any = None
+    #: Whether the job in hand's start reached Redis (False: RQ's start pipeline raised; the job never ran).
+    _start_sent = True
 
     def handle_job_success(self, job: RQJob, queue: rq.Queue, *args: Any, **kwargs: Any) -> None:
         if self._handed_on(job):
@@ -392,9 +397,12 @@ class MirrorWorkerMixin:
             # raises out of the wait). Left at once, the worker took its horse with it.
             self._wait_for_redis(even_if_stopping=True)
             try:
-                if getattr(self, "_horse_pid", 0):
-                    self.monitor_work_horse(job, queue, **rqcompat.execution_kwargs(self._execution_in_hand))  # type: ignore[attr-defined]
-                self._settle(job, queue)
+                if not self._start_sent:
+                    self._put_back_unstarted(job, queue)
+                else:
+                    if getattr(self, "_horse_pid", 0):
+                        self.monitor_work_horse(job, queue, **rqcompat.execution_kwargs(self._execution_in_hand))  # type: ignore[attr-defined]
+                    self._settle(job, queue)
                 self.set_state(WorkerStatus.IDLE)  # type: ignore[attr-defined]
                 return
             except REDIS_ERRORS as exc:
@@ -436,6 +444,18 @@ class MirrorWorkerMixin:
                 time.sleep(wait)
                 wait = min(wait * 2, 5.0)
         return False
+
+    def _put_back_unstarted(self, job: RQJob, queue: rq.Queue) -> None:
+        """After Redis came back: a job whose start did not reach Redis (or whose answer alone was lost)
+        never ran; it goes back to the front of its queue with the execution that start may have
+        entered. The reconciler puts back a job taken by a worker that died; this worker lives on, and
+        the job would have waited on no queue until it died."""
+        members: Any = self.connection.zrange(queue.started_job_registry.key, 0, -1)
+        own = [member.decode() for member in members if member.decode().split(":", 1)[0] == job.id]
+        if rqstore.put_back(queue.name, job.id, own):
+            log.warning("job %s: its start did not reach Redis; put back on %s", job.id, queue.name)
+        if rqcompat.RQ3:
+            self.executions.clear()  # type: ignore[attr-defined]
 
     def _settle(self, job: RQJob, queue: rq.Queue) -> None:
         """After Redis came back: record the job's end if nobody could (a job Redis forgot in a

@@ -2,10 +2,10 @@
 # Set up and run every check: ruff, mypy, and the test suite against the real
 # Redis, on PostgreSQL and then on SQLite. The browser tests (marked `browser`,
 # headless Chromium), the fault suite (`faults`) and the scenarios of processes,
-# settings and connections (`once`) are slow: they run once, in the PostgreSQL
-# pass. The suites of the workers run once more on RQ 3.0.0 (what `pip install django-rq`
-# installs today; the product supports both majors), on SQLite. Extra arguments go to pytest, in
-# every pass.
+# settings and connections (`once`) are slow: they run in the PostgreSQL pass, not
+# the SQLite one. The suites of the workers and the fault suite run once more on RQ 3.0.0
+# (what `pip install django-rq` installs today; the product supports both majors), on SQLite.
+# Extra arguments go to pytest, in every pass.
 #
 # Each pass runs its tests in parallel (pytest-xdist): most of them wait on real
 # processes (workers, schedulers, servers), not on the CPU. Every xdist worker has
@@ -80,9 +80,11 @@ say "ruff"
 "$VENV/bin/ruff" check .
 "$VENV/bin/ruff" format --check .
 
-# Then everything else at once, each step's output in var/NAME.log, shown when all are
-# done (var/NAME.status: its exit status, seconds and CPU seconds): mypy, the two test passes (each on its own Redis databases) and schemathesis. A pass that selects no test (pytest's exit
-# code 5, e.g. with -k) is not a failure; any other failure fails the script.
+# Then everything else in two phases (below), each step in the background, its output in
+# var/NAME.log, shown when all are done (var/NAME.status: its exit status, seconds and CPU
+# seconds): mypy, the three test passes (each on its own Redis databases) and schemathesis. A pass
+# that selects no test (pytest's exit code 5, e.g. with -k) is not a failure; any other failure
+# fails the script.
 mkdir -p "$ROOT/var"
 rm -f "$ROOT"/var/{mypy,tests-sqlite,tests-postgres,tests-rq3,fuzz}.status
 start_step() {  # start_step NAME COMMAND...: in the background; var/NAME.status gets "STATUS SECONDS"

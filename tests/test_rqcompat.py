@@ -165,13 +165,14 @@ def test_a_stop_delivered_twice_within_a_second_stays_a_warm_stop():
     assert worker._wait_for_redis(even_if_stopping=True) is True  # waits on, for the job's end
 
 
-@pytest.mark.skipif(not rqcompat.RQ3, reason="RQ 3's executions: RQ 2 keeps the job itself in the started registry")
 @pytest.mark.parametrize("worker_class", [SimpleWorker, Worker], ids=["in-process", "forking"])
-def test_a_job_whose_start_redis_refused_leaves_no_stale_execution_to_later_jobs(monkeypatch, worker_class):
-    """RQ 3 enters a job's execution on the worker before the start's pipeline reaches Redis. Refused,
-    it stayed, and RQ's `execution` (the first entered) was every later job's: each of them then
-    cleaned up the stale one at its end and left its own in the started registry, a finished job
-    shown as running by `rq info` and django-rq's pages (a work horse runs under `execution`)."""
+def test_a_job_whose_start_redis_refused_is_put_back_and_leaves_nothing_to_later_jobs(monkeypatch, worker_class):
+    """A job's start refused by Redis (gone at that moment): the job never ran, and waited on no queue
+    under a worker that lived on (the reconciler puts back only the jobs of dead workers). It goes
+    back on its queue. And RQ 3 enters the start's execution on the worker before the pipeline is
+    sent: it stayed, and RQ's `execution` (the first entered) was every later job's, so a forking
+    worker's work horse cleaned up the stale one at each end and left its own in the started
+    registry, a finished job shown as running by `rq info` and django-rq's pages."""
     conn = queues.new_redis()
     first = services.job_enqueue(type="example", params={"duration": 0})
     worker = worker_class([queues.get_queue(name) for name in queues.QUEUE_NAMES], connection=conn)
@@ -190,14 +191,16 @@ def test_a_job_whose_start_redis_refused_leaves_no_stale_execution_to_later_jobs
     monkeypatch.setattr(worker, "set_state", refuse_the_first_start)
     worker.execute_job(*taken)
     assert refused
+    queue = queues.get_queue(taken[1].name)
+    assert queue.get_job_ids() == [first.rq_id]
 
     later = [services.job_enqueue(type="example", params={"duration": 0}) for _ in range(2)]
-    for job in later:
+    for job in [first, *later]:
         taken = worker.dequeue_job_and_maintain_ttl(None)
         assert taken is not None
         assert taken[0].id == job.rq_id
         worker.execute_job(*taken)
         assert rqstore.status(job.rq_id) == "finished"
-    started = queues.get_queue("default").started_job_registry
-    assert conn.zrange(started.key, 0, -1) == []
-    assert not worker.executions
+    assert conn.zrange(queue.started_job_registry.key, 0, -1) == []
+    if rqcompat.RQ3:
+        assert not worker.executions
