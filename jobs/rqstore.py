@@ -510,14 +510,18 @@ def forget(rows: Sequence[Job], pipe: Any) -> None:
         pipe.delete(*(RQJob.key_for(job_id) for job_id in ids))
 
 
-def forget_executions(queue: Any, job_ids: Sequence[str], pipe: Any) -> None:
-    """Drop the jobs' entries (`<job id>:<execution id>`) from the started registry (one read per queue)."""
-    key = queue.started_job_registry.key
+def executions_of(queue: Any, job_ids: Sequence[str], conn: Any = None) -> list[str]:
+    """The jobs' entries (`<job id>:<execution id>`) in the queue's started registry (one read)."""
     ids = set(job_ids)
-    members: list[bytes] = cast(list[bytes], queues.redis().zrange(key, 0, -1))
-    stale = [member for member in members if member.split(b":", 1)[0].decode() in ids]
+    members: list[bytes] = cast(list[bytes], (conn or queues.redis()).zrange(queue.started_job_registry.key, 0, -1))
+    return [member.decode() for member in members if member.split(b":", 1)[0].decode() in ids]
+
+
+def forget_executions(queue: Any, job_ids: Sequence[str], pipe: Any) -> None:
+    """Drop the jobs' entries from the started registry (`executions_of`)."""
+    stale = executions_of(queue, job_ids)
     if stale:
-        pipe.zrem(key, *stale)
+        pipe.zrem(queue.started_job_registry.key, *stale)
 
 
 # --- atomic moves ---------------------------------------------------------------------------------

@@ -450,9 +450,7 @@ class MirrorWorkerMixin:
         never ran; it goes back to the front of its queue with the execution that start may have
         entered. The reconciler puts back a job taken by a worker that died; this worker lives on, and
         the job would have waited on no queue until it died."""
-        members: Any = self.connection.zrange(queue.started_job_registry.key, 0, -1)
-        own = [member.decode() for member in members if member.decode().split(":", 1)[0] == job.id]
-        if rqstore.put_back(queue.name, job.id, own):
+        if rqstore.put_back(queue.name, job.id, rqstore.executions_of(queue, [job.id], self.connection)):
             log.warning("job %s: its start did not reach Redis; put back on %s", job.id, queue.name)
         if rqcompat.RQ3:
             self.executions.clear()  # type: ignore[attr-defined]
