@@ -59,7 +59,7 @@ from rq.worker import Worker as RQWorker
 from rq.worker_pool import WorkerData, WorkerPool
 from rq.worker_registration import REDIS_WORKER_KEYS, WORKERS_BY_QUEUE_KEY
 
-from jobs import logs, queues, rqstore
+from jobs import logs, queues, rqcompat, rqstore
 from jobs.batching import BatchedWorkerMixin
 from jobs.errors import REDIS_ERRORS
 from jobs.mirror import MirrorProcess, alive_key
@@ -348,7 +348,8 @@ def record_put_down(
         return
     queue = queues.get_queue(job.origin)
     proxy: Any = worker_class([queue], name=name, connection=connection)
-    proxy.execution = next((found for found in job.get_executions() if found.worker_name == name), None)
+    execution = next((found for found in job.get_executions() if found.worker_name == name), None)
+    proxy.execution = execution  # RQ 2.x reads the worker's; RQ 3 takes it as an argument
     if stopped:
         proxy._stopped_job_id = job_id
         exc_string = f"jobs.pool.JobStopped: Job stopped by user; it did not stop within {STOP_GRACE:.0f} s, and {left}"
@@ -360,7 +361,7 @@ def record_put_down(
     job.ended_at = now()
     with logs.job_context(job.id, rqstore.type_name(job)):
         log.warning("worker %s did not stop job %s; %s", name, job_id, left)
-        proxy.handle_job_failure(job, queue, exc_string=exc_string)
+        proxy.handle_job_failure(job, queue, exc_string=exc_string, **rqcompat.execution_kwargs(execution))
 
 
 # --- the pool ---------------------------------------------------------------------------------

@@ -109,6 +109,13 @@ def one_job_in_each_state(user: User) -> SimpleNamespace:
     )
 
 
+def started_entries(job: Job) -> list[str]:
+    """The members of its queue's started registry that name the job (`<job id>:<execution id>`):
+    none once its run has ended, or RQ later fails it as abandoned."""
+    members: Any = queues.redis().zrange(queues.get_queue(job.queue).started_job_registry.key, 0, -1)
+    return [member.decode() for member in members if member.decode().split(":", 1)[0] == job.rq_id]
+
+
 def liveness(*args: str, threshold: str | None = None) -> tuple[int, str]:
     """`manage.py jobs_alive *args`'s exit code and line, run in this process: the tests poll it, and a
     process of its own costs a second of CPU (tests/test_deploy.py also runs the real command)."""

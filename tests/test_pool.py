@@ -22,7 +22,7 @@ from jobs.mirror import alive_key
 from jobs.models import Job
 from jobs.statuses import JobStatus
 from tests.conftest import Processes, wait_for
-from tests.helpers import liveness, make_user
+from tests.helpers import liveness, make_user, started_entries
 
 # One test of each module runs on both databases (the pooled worker is the deployment files' and the
 # Procfile's); the others are `once`.
@@ -198,6 +198,7 @@ def test_a_job_that_ignores_its_timeout_or_a_stop_is_put_down_by_the_pool(proces
     assert "Task exceeded maximum timeout value (2 seconds)" in timed_out.error
     assert "its process was killed" in timed_out.error
     assert [outcome for _, outcome, _ in attempts(timed_out)] == ["failed"]
+    assert started_entries(timed_out) == started_entries(stopped) == []  # their runs are over
     put_down = {timed_out.worker_name, stopped.worker_name}
     wait_for(lambda: len(live_workers()) == 2 and not put_down & worker_names(), 10, message="two new workers")
     ended(services.job_enqueue(type=pool_types.SLEEP))

@@ -20,6 +20,7 @@ from jobs.models import Job
 from jobs.statuses import JobStatus
 from jobs.worker import PRODUCT_WORKERS
 from tests.conftest import Processes, wait_for
+from tests.helpers import started_entries
 from tests.test_pool import (
     MODULES,
     attempts,
@@ -190,6 +191,7 @@ def test_a_job_that_does_not_stop_is_put_down_and_its_thread_left_behind(process
     assert "left behind" in timed_out.error
     assert outcomes(timed_out) == ["failed"]
     assert outcomes(stopped) == ["stopped"]
+    assert started_entries(timed_out) == started_entries(stopped) == []  # their runs are over
     # Their workers were recorded dead and replaced by new ones in the same process.
     put_down = {timed_out.worker_name, stopped.worker_name}
     wait_for(lambda: len(live_workers()) == 2 and not put_down & worker_names(), 10, message="two new workers")
