@@ -3,8 +3,9 @@
 # Redis, on PostgreSQL and then on SQLite. The browser tests (marked `browser`,
 # headless Chromium), the fault suite (`faults`) and the scenarios of processes,
 # settings and connections (`once`) are slow: they run in the PostgreSQL pass, not
-# the SQLite one. The suites of the workers run once more on RQ 3.0.0
-# (what `pip install django-rq` installs today; the product supports both majors), on SQLite.
+# the SQLite one. The suites of the workers, the fault suite and the browser tests run once
+# more on RQ 3.0.0 (what `pip install django-rq` installs today; the product supports both majors),
+# on SQLite.
 # Extra arguments go to pytest, in every pass.
 #
 # Each pass runs its tests in parallel (pytest-xdist): most of them wait on real
@@ -112,14 +113,16 @@ run_pass() {  # run_pass NAME DATABASE_URL REDIS_URL WORKERS PYTEST_ARGS...
 }
 
 # The RQ 3 pass: the suites that drive RQ's workers (the lifecycle, the mirror, the compatibility
-# layer, django-rq's pages, the pooled and threaded workers), with RQ 3.0.0 instead of the pinned 2.12
-# (the fault suite on RQ 3 is run by hand for now: docs/rq3.md):
+# layer, django-rq's pages, the pooled and threaded workers), the fault suite with the races and the
+# short chaos run (what guards the mirror), and the browser tests (the pages over jobs that RQ 3's
+# workers run), with RQ 3.0.0 instead of the pinned 2.12:
 # the project's venv with rq 3.0.0 ahead of it on PYTHONPATH (var/rq3-packages; what RQ 3 needs
 # besides, click, croniter and redis-py, is in the venv at versions it takes), inherited by every
 # process the tests start.
 RQ3_PACKAGES="$ROOT/var/rq3-packages"
 RQ3_TESTS=(tests/test_lifecycle.py tests/test_mirror.py tests/test_rqcompat.py tests/test_django_rq_readonly.py
-    tests/test_pool.py tests/test_threads.py)
+    tests/test_pool.py tests/test_threads.py tests/test_fault_suite.py tests/test_faults.py tests/test_races.py
+    tests/test_exec_reply_lost.py tests/test_chaos.py tests/browser)
 rq3_pass() {
     if [ ! -f "$RQ3_PACKAGES/rq/version.py" ] || ! grep -q "'3.0.0'" "$RQ3_PACKAGES/rq/version.py"; then
         rm -rf "$RQ3_PACKAGES"
