@@ -204,3 +204,43 @@ def test_a_job_whose_start_redis_refused_is_put_back_and_leaves_nothing_to_later
     assert conn.zrange(queue.started_job_registry.key, 0, -1) == []
     if rqcompat.RQ3:
         assert not worker.executions
+
+
+def test_a_failure_with_a_delayed_retry_redis_refused_is_retried_once_redis_answers(monkeypatch):
+    """RQ writes the `scheduled` status of a retry with a delay outside the pipeline that records the
+    failure: with that pipeline refused, the job was scheduled in Redis but in no registry."""
+    conn = queues.new_redis()
+    job = services.job_enqueue(type="example", params={"duration": 0, "fail": True})
+    worker = SimpleWorker([queues.get_queue(name) for name in queues.QUEUE_NAMES], connection=conn)
+    taken = worker.dequeue_job_and_maintain_ttl(None)
+    assert taken is not None
+    rq_job, queue = taken
+    assert rq_job.retries_left  # the type retries...
+    assert rq_job.get_retry_interval() > 0  # ...after a delay
+
+    refused: list[bool] = []
+    count = worker.increment_failed_job_count
+
+    def refuse_once(pipeline: Any = None) -> None:
+        if pipeline is not None and not refused:
+
+            def execute(*args: Any, **kwargs: Any) -> Any:
+                pipeline.reset()
+                refused.append(True)
+                raise redis.ConnectionError("Redis went away")
+
+            pipeline.execute = execute
+        count(pipeline)
+
+    monkeypatch.setattr(worker, "increment_failed_job_count", refuse_once)
+    worker.execute_job(rq_job, queue)
+
+    assert refused
+    assert rqstore.status(job.rq_id) == "scheduled"
+    assert job.rq_id in queue.scheduled_job_registry.get_job_ids()  # it runs again when due
+    assert not [
+        member for member in conn.zrange(queue.started_job_registry.key, 0, -1) if member.decode().startswith(job.rq_id)
+    ]
+    drain(conn)
+    row = Job.objects.get(pk=job.pk)
+    assert row.status == JobStatus.SCHEDULED, (row.status, row.error)
