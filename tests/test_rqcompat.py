@@ -22,6 +22,28 @@ def drain(conn: Any) -> None:
         pass
 
 
+def refuse_the_failure_once(monkeypatch: Any, worker: Any) -> list[bool]:
+    """Have Redis refuse the pipeline that records the worker's next failure, once (as a Redis going
+    away at that moment): RQ adds the failed-job count to that pipeline. True is added to the list
+    returned when it has been refused."""
+    refused: list[bool] = []
+    count = worker.increment_failed_job_count
+
+    def refuse_once(pipeline: Any = None) -> None:
+        if pipeline is not None and not refused:
+
+            def execute(*args: Any, **kwargs: Any) -> Any:
+                pipeline.reset()
+                refused.append(True)
+                raise redis.ConnectionError("Redis went away")
+
+            pipeline.execute = execute
+        count(pipeline)
+
+    monkeypatch.setattr(worker, "increment_failed_job_count", refuse_once)
+    return refused
+
+
 def test_a_failure_redis_refused_to_record_is_recorded_once_redis_answers(monkeypatch):
     """RQ logs a failure its pipeline could not write and goes on (RQ 3 writes it all in one pipeline):
     the job stayed started in Redis and in the history, under a worker that lives on, and nothing
@@ -38,23 +60,7 @@ def test_a_failure_redis_refused_to_record_is_recorded_once_redis_answers(monkey
     rq_job.retries_left = None
     conn.hdel(rq_job.key, "retries_left")
 
-    refused: list[bool] = []
-    count = worker.increment_failed_job_count
-
-    def refuse_once(pipeline: Any = None) -> None:
-        # RQ adds this to the pipeline that records the failure: that pipeline is refused once,
-        # as by a Redis going away at that moment.
-        if pipeline is not None and not refused:
-
-            def execute(*args: Any, **kwargs: Any) -> Any:
-                pipeline.reset()
-                refused.append(True)
-                raise redis.ConnectionError("Redis went away")
-
-            pipeline.execute = execute
-        count(pipeline)
-
-    monkeypatch.setattr(worker, "increment_failed_job_count", refuse_once)
+    refused = refuse_the_failure_once(monkeypatch, worker)
     worker.execute_job(rq_job, queue)
 
     assert refused
@@ -218,21 +224,7 @@ def test_a_failure_with_a_delayed_retry_redis_refused_is_retried_once_redis_answ
     assert rq_job.retries_left  # the type retries...
     assert rq_job.get_retry_interval() > 0  # ...after a delay
 
-    refused: list[bool] = []
-    count = worker.increment_failed_job_count
-
-    def refuse_once(pipeline: Any = None) -> None:
-        if pipeline is not None and not refused:
-
-            def execute(*args: Any, **kwargs: Any) -> Any:
-                pipeline.reset()
-                refused.append(True)
-                raise redis.ConnectionError("Redis went away")
-
-            pipeline.execute = execute
-        count(pipeline)
-
-    monkeypatch.setattr(worker, "increment_failed_job_count", refuse_once)
+    refused = refuse_the_failure_once(monkeypatch, worker)
     worker.execute_job(rq_job, queue)
 
     assert refused
