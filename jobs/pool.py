@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any
 import rq
 from django.conf import settings
 from rq.defaults import DEFAULT_JOB_MONITORING_INTERVAL
+from rq.executions import Execution
 from rq.job import Job as RQJob
 from rq.job import JobStatus as RQStatus
 from rq.timeouts import JobTimeoutException, UnixSignalDeathPenalty
@@ -348,7 +349,13 @@ def record_put_down(
         return
     queue = queues.get_queue(job.origin)
     proxy: Any = worker_class([queue], name=name, connection=connection)
-    execution = next((found for found in job.get_executions() if found.worker_name == name), None)
+    # The run's entry, read from the started registry (its score is when it expires: the latest is this
+    # run's). Not from the execution's own hash: it expires `timeout + 60` seconds after the start, and
+    # a job past its timeout is put down up to a minute later.
+    members = rqstore.executions_of(queue, [job_id], connection)
+    execution = Execution.from_composite_key(members[-1], connection) if members else None
+    if execution is not None:
+        execution.worker_name = name
     proxy.execution = execution  # RQ 2.x reads the worker's; RQ 3 takes it as an argument
     if stopped:
         proxy._stopped_job_id = job_id
@@ -362,6 +369,8 @@ def record_put_down(
     with logs.job_context(job.id, rqstore.type_name(job)):
         log.warning("worker %s did not stop job %s; %s", name, job_id, left)
         proxy.handle_job_failure(job, queue, exc_string=exc_string, **rqcompat.execution_kwargs(execution))
+    if len(members) > 1:  # entries of earlier runs that nothing cleaned up
+        connection.zrem(queue.started_job_registry.key, *members[:-1])
 
 
 # --- the pool ---------------------------------------------------------------------------------

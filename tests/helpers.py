@@ -16,7 +16,7 @@ from django.core.management import call_command
 from django.test import override_settings
 from django.utils import timezone
 
-from jobs import queues, registry, services
+from jobs import queues, registry, rqcompat, rqstore, services
 from jobs.models import Job
 from jobs.statuses import JobStatus
 from tests.fault_servers import closed_port as closed_port  # one definition: needed before Django is set up
@@ -112,8 +112,16 @@ def one_job_in_each_state(user: User) -> SimpleNamespace:
 def started_entries(job: Job) -> list[str]:
     """The members of its queue's started registry that name the job (`<job id>:<execution id>`):
     none once its run has ended, or RQ later fails it as abandoned."""
-    members: Any = queues.redis().zrange(queues.get_queue(job.queue).started_job_registry.key, 0, -1)
-    return [member.decode() for member in members if member.decode().split(":", 1)[0] == job.rq_id]
+    return rqstore.executions_of(queues.get_queue(job.queue), [job.rq_id])
+
+
+def forget_execution_hashes(*jobs: Job) -> None:
+    """Delete the hashes of the jobs' executions, as Redis does `timeout + 60` seconds after a start,
+    while their entries stay in the started registry."""
+    conn = queues.redis()
+    for job in jobs:
+        for member in started_entries(job):
+            conn.delete(rqcompat.execution_key(member))
 
 
 def liveness(*args: str, threshold: str | None = None) -> tuple[int, str]:

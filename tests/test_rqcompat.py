@@ -11,6 +11,7 @@ from jobs import mirror, queues, rqcompat, rqstore, services
 from jobs.models import Job
 from jobs.statuses import AttemptOutcome, JobStatus
 from jobs.worker import END_NOT_RECORDED, SimpleWorker, Worker
+from tests.helpers import started_entries
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -221,7 +222,8 @@ def test_a_failure_with_a_delayed_retry_redis_refused_is_retried_once_redis_answ
     taken = worker.dequeue_job_and_maintain_ttl(None)
     assert taken is not None
     rq_job, queue = taken
-    assert rq_job.retries_left  # the type retries...
+    retries = rq_job.retries_left
+    assert retries  # the type retries...
     assert rq_job.get_retry_interval() > 0  # ...after a delay
 
     refused = refuse_the_failure_once(monkeypatch, worker)
@@ -230,9 +232,10 @@ def test_a_failure_with_a_delayed_retry_redis_refused_is_retried_once_redis_answ
     assert refused
     assert rqstore.status(job.rq_id) == "scheduled"
     assert job.rq_id in queue.scheduled_job_registry.get_job_ids()  # it runs again when due
-    assert not [
-        member for member in conn.zrange(queue.started_job_registry.key, 0, -1) if member.decode().startswith(job.rq_id)
-    ]
+    assert started_entries(job) == []
+    assert int(conn.hget(rq_job.key, "retries_left")) == retries - 1  # this failure counted once
     drain(conn)
     row = Job.objects.get(pk=job.pk)
     assert row.status == JobStatus.SCHEDULED, (row.status, row.error)
+    [first] = row.attempt_set.all()
+    assert first.outcome == AttemptOutcome.FAILED
