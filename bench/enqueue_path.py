@@ -11,8 +11,9 @@ then the worker's pickup. This measures the first part, one call at a time with 
   step started (the request's validation, the row's insert, the Redis job's staging, the Redis
   transaction), and the whole call (which also commits, logs and tells the live pages);
 - bare RQ's `Queue.enqueue` of a plain function (JSON serializer), whose push is its last command;
-- on PostgreSQL, the database's share alone: `BEGIN` and a one-row `INSERT` into a two-column
-  temporary table, then `COMMIT`; the same in psycopg's pipeline mode.
+- on PostgreSQL, the least a row written first can cost: `BEGIN` and a one-row `INSERT` into a
+  two-column temporary table, until the `INSERT` is done (then `COMMIT`); the same in psycopg's
+  pipeline mode. The product writes more (its `jobs_job` row, with indexes and a trigger).
 
 Medians of `--calls` calls (200), `--gap` seconds apart (0.05). It needs Redis on 127.0.0.1:6379
 (database `--redis-db`, 9 by default, emptied before and after; a non-empty one is refused unless
@@ -32,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 BENCH_DIR = Path(__file__).resolve().parent
 PROJECT = BENCH_DIR.parent
@@ -113,6 +115,7 @@ def child(calls: int, gap: float) -> dict[str, Any]:
     if connection.vendor == "postgresql":
         connection.ensure_connection()
         raw = connection.connection
+        raw.autocommit = False  # Django's connection is in autocommit mode: the first statement now sends BEGIN
         with raw.cursor() as cursor:
             cursor.execute("CREATE TEMPORARY TABLE bench_rows (a integer, b text)")
         raw.commit()
@@ -148,7 +151,7 @@ def run_child(database_url: str, redis_url: str, args: argparse.Namespace, tmp: 
         "LANG": "C.UTF-8",
         "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH", ""), str(PROJECT)])),
         "DJANGO_SETTINGS_MODULE": "queueproject.settings",
-        "ENV_FILE": str(tmp / "no.env"),  # never a developer's .env
+        "ENV_FILE": str(tmp / "no.env"),  # never the project's .env
         "DEBUG": "false",
         "SECRET_KEY": "bench-enqueue-path-" + "x" * 50,
         "ALLOWED_HOSTS": "127.0.0.1",
@@ -189,22 +192,27 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"Redis database {args.redis_db} holds keys (--force empties it)")
     conn.flushdb()
     backends = [name.strip() for name in args.backends.split(",") if name.strip()]
+    unknown = set(backends) - {"sqlite", "postgres"}
+    if unknown or not backends:
+        parser.error(f"--backends takes sqlite and postgres, not {', '.join(sorted(unknown)) or 'nothing'}")
     results: dict[str, dict[str, Any]] = {}
-    with tempfile.TemporaryDirectory(prefix="bench-enqueue-path-") as tmp:
-        for backend in backends:
-            if backend == "sqlite":
-                results[backend] = run_child(f"sqlite:///{tmp}/bench.sqlite3", redis_url, args, Path(tmp))
-                continue
-            with psycopg.connect(args.pg_url, autocommit=True) as admin:
-                admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(PG_DB)))
-                admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(PG_DB)))
-            try:
-                url = args.pg_url.rsplit("/", 1)[0] + "/" + PG_DB
-                results[backend] = run_child(url, redis_url, args, Path(tmp))
-            finally:
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-enqueue-path-") as tmp:
+            for backend in backends:
+                if backend == "sqlite":
+                    results[backend] = run_child(f"sqlite:///{tmp}/bench.sqlite3", redis_url, args, Path(tmp))
+                    continue
                 with psycopg.connect(args.pg_url, autocommit=True) as admin:
                     admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(PG_DB)))
-    conn.flushdb()
+                    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(PG_DB)))
+                try:
+                    url = urlunsplit(urlsplit(args.pg_url)._replace(path="/" + PG_DB))
+                    results[backend] = run_child(url, redis_url, args, Path(tmp))
+                finally:
+                    with psycopg.connect(args.pg_url, autocommit=True) as admin:
+                        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(PG_DB)))
+    finally:
+        conn.flushdb()
 
     print(f"medians of {args.calls} calls {args.gap * 1000:.0f} ms apart, in ms from the call's start")
     print(f"{'':58}" + "".join(f"{backend:>12}" for backend in backends))
@@ -212,11 +220,11 @@ def main(argv: list[str] | None = None) -> int:
         ("product: the request's validation begins", lambda r: r["product"]["validate"]),
         ("product: the row's insert begins", lambda r: r["product"]["insert"]),
         ("product: the Redis job's staging begins", lambda r: r["product"]["stage"]),
-        ("product: the Redis transaction is sent", lambda r: r["product"]["send"]),
+        ("product: the Redis transaction's sending begins", lambda r: r["product"]["send"]),
         ("product: the call returns", lambda r: r["product"]["call"]),
         ("bare RQ: Queue.enqueue returns (its push is its last)", lambda r: r["rq_enqueue"]),
-        ("database alone: BEGIN + one-row INSERT", lambda r: r.get("begin_insert")),
-        ("database alone: the same in pipeline mode", lambda r: r.get("begin_insert_pipelined")),
+        ("the least a row costs: BEGIN + one-row INSERT", lambda r: r.get("begin_insert")),
+        ("the same in pipeline mode", lambda r: r.get("begin_insert_pipelined")),
     ]
     for label, read in rows:
         values = [read(results[backend]) for backend in backends]
