@@ -181,7 +181,7 @@ for name in mypy tests-sqlite tests-postgres tests-rq3 fuzz; do
     case "$name" in
         mypy) title="mypy" ;;
         fuzz) title="schemathesis against the API's own OpenAPI schema" ;;
-        tests-rq3) title="the workers' suites on RQ 3.0.0" ;;
+        tests-rq3) title="the RQ 3 pass (RQ 3.0.0)" ;;
         *) title="$name" ;;
     esac
     say "$title ($((seconds / 60))m$((seconds % 60))s, CPU $((cpu / 60))m$((cpu % 60))s)"

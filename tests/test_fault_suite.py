@@ -479,8 +479,8 @@ def test_the_reconciler_judges_no_job_while_the_mirror_is_behind_after_a_databas
             interval=0.5,
             message="the history to be further behind than the reconciler tolerates",
         )
-        # The outage lasts until a round has seen it (on a loaded machine a round can take longer
-        # than the three seconds above).
+        # The outage lasts until a round has seen it: on SQLite a round waits out the busy timeout
+        # (20 s) on the database, and could miss the three seconds above.
         wait_for(
             lambda: BEHIND_LINE in processes.log(scheduler),
             60,

@@ -11,7 +11,8 @@ runs them in its PostgreSQL pass only. Fixtures:
 - `login(page, username=ADMIN_USERNAME, password=ADMIN_PASSWORD, next_url="/admin/")`: logs in through
   the admin's login form (staff users only, as the admin allows), so the session cookie is a real one.
 - `logged_in_page`: `page`, logged in as `admin_user`, on the admin's index.
-- `screenshot(page, name)`: a full-page PNG in var/screenshots/<test name>-<name>.png, returns its path.
+- `screenshot(page, name)`: a full-page PNG in var/screenshots/<test name>-<name>.png (on RQ 3,
+  var/screenshots-rq3/), returns its path.
   When a test fails, each of its pages is saved as <test name>-failure.png (phone-failure for the phone).
 
 A test that uses the browser gets the live server, hence `transactional_db`: its data is committed,
@@ -39,6 +40,7 @@ from django.conf import settings
 from django.db import connections
 from playwright.sync_api import Browser, Error, Page, Playwright, expect, sync_playwright
 
+from jobs import rqcompat
 from tests.conftest import BASE_DIR, Processes, wait_for
 from tests.helpers import closed_port
 
@@ -64,7 +66,8 @@ DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 ADMIN_USERNAME = "admin"
 ADMIN_PASSWORD = "browser-test-password"
-SCREENSHOTS = Path(settings.BASE_DIR) / "var" / "screenshots"
+#: On RQ 3 (the test command's RQ 3 pass) the screenshots go to a folder of their own.
+SCREENSHOTS = Path(settings.BASE_DIR) / "var" / ("screenshots-rq3" if rqcompat.RQ3 else "screenshots")
 
 # Playwright's `expect(...)` waits up to the same time as the pages' actions.
 expect.set_options(timeout=DEFAULT_TIMEOUT_MS)
