@@ -204,13 +204,22 @@ class BatchedWorkerMixin:
         if pipeline is None and state == self._state_written:
             self._state = state
             return
+        busy = getattr(self, "_state", None) == WorkerStatus.BUSY
         super().set_state(state, pipeline=pipeline)  # type: ignore[misc]
         # Written now, or by a pipeline that may fail: known once it did not (`_executed`).
         self._state_written = state if pipeline is None else None
         self._pipe_state = state
+        if busy and pipeline is not None:
+            # A warm stop reads this state (RQ's `_shutdown`): idle, it raises StopRequested wherever
+            # the worker is. The end's transaction writes the worker idle in Redis, but here the worker
+            # stays busy until it next waits on its queues (RQ's dequeue writes it idle then): while
+            # the end is on its way (a round trip, or a wait for Redis) and while it holds the job the
+            # end took, a warm stop is noted and the loop stops before the next job.
+            self._state = WorkerStatus.BUSY
 
     _state: str
     _pipe_state: str | None = None
+    _start_sent: bool
 
     def _executed(self) -> None:
         """A batched pipeline went through: its state and heartbeat are in Redis."""
@@ -229,6 +238,7 @@ class BatchedWorkerMixin:
         self.set_state(WorkerStatus.BUSY, pipeline=pipe)
         self._start_pipe = pipe
         self._execution_in_hand = self.execution
+        self._start_sent = False  # sent with the job's start (`prepare_job_execution`)
         return self.execution
 
     def prepare_job_execution(self, job: RQJob, remove_from_intermediate_queue: bool = False) -> None:
@@ -249,6 +259,7 @@ class BatchedWorkerMixin:
             if isinstance(job, BatchedJob):
                 pipe.persist(job.key)  # RQ's `perform` sends it right after this pipeline otherwise
             pipe.execute()
+            self._start_sent = True
             self._executed()
             if isinstance(job, BatchedJob):
                 job._persisted = True

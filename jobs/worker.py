@@ -122,6 +122,11 @@ class MirrorWorkerMixin:
     def handle_job_failure(
         self, job: RQJob, queue: rq.Queue, started_job_registry: Any = None, exc_string: str = "", execution: Any = None
     ) -> None:
+        in_hand = self._execution_in_hand
+        if not self._start_sent and in_hand is not None and in_hand.job_id == job.id:
+            # The job's start did not reach Redis (the batched worker sends it as the job begins, in
+            # RQ's `perform_job`): the job never ran, and is put back once Redis answers, not failed.
+            raise redis_lib.ConnectionError(f"the start of job {job.id} did not reach Redis")
         stopped = self._stopped_job_id == job.id
         if self._handed_on(job):
             self._failure = (exc_string, stopped)
@@ -452,6 +457,7 @@ class MirrorWorkerMixin:
         the job would have waited on no queue until it died."""
         if rqstore.put_back(queue.name, job.id, rqstore.executions_of(queue, [job.id], self.connection)):
             log.warning("job %s: its start did not reach Redis; put back on %s", job.id, queue.name)
+        self._start_sent = True  # nothing of it is in hand any more
         if rqcompat.RQ3:
             self.executions.clear()  # type: ignore[attr-defined]
 

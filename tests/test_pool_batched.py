@@ -33,6 +33,17 @@ batched_only = pytest.mark.skipif(not batching.ACTIVE, reason="RQ 3: the pool ru
 __all__ = ["pool_types"]  # the fixture, used by name
 
 
+def work_in_this_process(worker: Any) -> None:
+    """Run a pooled worker in the test's process until its queues are empty (or it is stopped); the
+    process's signal handlers, which the worker replaces, are put back after."""
+    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        worker.work(burst=True, logging_level="WARNING")
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+
+
 def registry_counts(queue_name: str) -> dict[str, int]:
     conn = queues.new_redis()
     return {
@@ -165,13 +176,8 @@ def test_after_the_first_each_job_costs_two_round_trips_to_redis(redis_db, pool_
 
     monkeypatch.setattr(redis.Redis, "execute_command", command)
     monkeypatch.setattr(redis.client.Pipeline, "execute", execute)
-    handlers = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:  # in this process: every command it sends is seen
-        worker = PoolWorker([queues.get_queue(DEFAULT)], connection=queues.new_redis(), pool_mirror=True)
-        worker.work(burst=True, logging_level="WARNING")
-    finally:
-        for signum, handler in handlers.items():
-            signal.signal(signum, handler)
+    # In this process: every command it sends is seen.
+    work_in_this_process(PoolWorker([queues.get_queue(DEFAULT)], connection=queues.new_redis(), pool_mirror=True))
     sent = list(trips)
 
     def naming(job: Job) -> int:
@@ -183,3 +189,75 @@ def test_after_the_first_each_job_costs_two_round_trips_to_redis(redis_db, pool_
     assert queues.redis().hget(f"rq:job:{jobs[-1].rq_id}", "status") == b"finished"
     # The first is dequeued as RQ does (and read); each next one was taken by the end of the one before.
     assert [naming(job) for job in jobs[1:]] == [2, 2, 2, 2]
+
+
+@pytest.mark.once
+@batched_only
+@pytest.mark.parametrize("moment", ["while the end is sent", "once the end took the next job"])
+def test_a_warm_stop_as_a_job_ends_lets_that_end_land_and_puts_the_next_job_back(
+    redis_db, pool_types, monkeypatch, moment
+):
+    """The end's transaction writes the worker idle; a warm stop that came while it was on its way (a
+    round trip, or a wait for Redis) or while the worker held the job it took found the worker idle
+    and interrupted it: the finished job was recorded failed, and the job the end took was lost."""
+    from jobs.pool import PoolWorker
+
+    first, second = services.jobs_enqueue(requests=[services.JobRequest(type=pool_types.SLEEP) for _ in range(2)])
+    worker = PoolWorker([queues.get_queue(DEFAULT)], connection=queues.new_redis(), pool_mirror=True)
+    real_execute = redis.client.Pipeline.execute
+    stops: list[bool] = []
+
+    def stop() -> None:
+        if not stops:
+            stops.append(True)
+            worker.request_stop(signal.SIGTERM, None)  # what the signal handler runs, at this moment
+
+    def execute(self: redis.client.Pipeline, raise_on_error: bool = True) -> Any:
+        ends_a_job = any(args[:2] == ("EVAL", batching.TAKE) for args, _ in self.command_stack)
+        if moment == "while the end is sent" and ends_a_job:
+            stop()
+        return real_execute(self, raise_on_error)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", execute)
+    if moment == "once the end took the next job":
+        monkeypatch.setattr(batching, "on_take", lambda job_id: stop())
+    work_in_this_process(worker)
+
+    assert stops
+    conn = queues.redis()
+    assert conn.hget(f"rq:job:{first.rq_id}", "status") == b"finished"
+    # The job the end took was put back, at the front of its queue, for the next worker.
+    assert conn.hget(f"rq:job:{second.rq_id}", "status") == b"queued"
+    assert rq.Queue(DEFAULT, connection=conn).job_ids == [second.rq_id]
+    assert StartedJobRegistry(DEFAULT, connection=conn).count == 0
+
+
+@pytest.mark.once
+@batched_only
+def test_a_job_whose_start_redis_refused_runs_once_redis_answers_and_is_not_failed(redis_db, pool_types, monkeypatch):
+    """The batched worker sends a job's start as the job begins (inside RQ's `perform_job`): a start
+    Redis refused was recorded as the job's failure, an attempt spent on a run that never happened."""
+    from jobs.pool import PoolWorker
+
+    job = services.job_enqueue(type=pool_types.SLEEP)
+    worker = PoolWorker([queues.get_queue(DEFAULT)], connection=queues.new_redis(), pool_mirror=True)
+    real_execute = redis.client.Pipeline.execute
+    refused: list[bool] = []
+
+    def execute(self: redis.client.Pipeline, raise_on_error: bool = True) -> Any:
+        starts_the_job = any(args == ("PERSIST", f"rq:job:{job.rq_id}") for args, _ in self.command_stack)
+        if starts_the_job and not refused:
+            refused.append(True)
+            self.reset()
+            raise redis.ConnectionError("Redis went away")
+        return real_execute(self, raise_on_error)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", execute)
+    work_in_this_process(worker)
+
+    assert refused
+    conn = queues.redis()
+    assert conn.hget(f"rq:job:{job.rq_id}", "status") == b"finished"  # put back, then run
+    assert FailedJobRegistry(DEFAULT, connection=conn).count == 0
+    assert worker.failed_job_count == 0
+    assert StartedJobRegistry(DEFAULT, connection=conn).count == 0
