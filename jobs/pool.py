@@ -664,13 +664,15 @@ class Pool(WorkerPool):
             self._check_mirror()
             self.reap_workers()
             self._beat_for_busy()
+            # Stopping too: a warm stop waits for the running jobs, and one that does not stop at its
+            # timeout (or a stop) is put down as at any other time, not waited for.
+            self._watch()
             if self.status == self.Status.STOPPED:
                 if self._cold:
                     self._pass_cold_stop_on()
                 if not self.worker_dict:
                     break
             else:
-                self._watch()
                 if burst and not self.worker_dict:
                     break
                 if not burst:

@@ -286,6 +286,23 @@ def test_sigterm_lets_the_running_jobs_finish(processes, pool_types):
 
 
 @pytest.mark.once
+def test_a_warm_stop_still_puts_down_a_job_that_ignores_its_timeout(processes, pool_types):
+    from jobs.pool import overrun_margin
+
+    pool = start_pool(processes, n=1)
+    stuck = services.job_enqueue(type=pool_types.STUCK)
+    wait_for(lambda: running(stuck), 15, message="the stuck job running")
+    pool.send_signal(signal.SIGTERM)
+    # The pool waits for the job, and puts it down a margin past its timeout, as when not stopping.
+    assert pool.wait(timeout=pool_types.TIMEOUT_SECONDS + overrun_margin(2) + 20) == 0
+    ended(stuck, JobStatus.FAILED, timeout=10)
+    assert "Task exceeded maximum timeout value (2 seconds)" in stuck.error
+    assert "its process was killed" in stuck.error
+    assert started_entries(stuck) == []
+    assert live_workers() == []
+
+
+@pytest.mark.once
 def test_a_cold_stop_abandons_the_running_jobs(processes, pool_types):
     pool = start_pool(processes)
     processes.scheduler(JOBS_MODULES=MODULES)
