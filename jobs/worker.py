@@ -208,14 +208,24 @@ class MirrorWorkerMixin:
                 job.id,
                 error or "its transaction failed",
             )
-            self._wait_for_redis(even_if_stopping=True)  # a warm stop promises the end recorded
             job.retries_left = retries_left
-            if not self._runs_here(job, execution):
+            if not self._still_runs_here(job, execution):
                 log.info("job %s: its end is in Redis, or the job moved on meanwhile", job.id)
                 return
             time.sleep(pause)  # Redis answers but may refuse writes (maxmemory): not in a tight loop
             pause = min(pause * 2, 5.0)
             self.execution, self._stopped_job_id = execution, stopped_job_id
+
+    def _still_runs_here(self, job: RQJob, execution: Any) -> bool:
+        """`_runs_here`, asked once Redis answers, and again until Redis answers the question too: an
+        error raised from it (Redis failed again) came out of the job's end, and RQ recorded a
+        finished job as failed."""
+        while True:
+            self._wait_for_redis(even_if_stopping=True)  # a warm stop promises the end recorded
+            try:
+                return self._runs_here(job, execution)
+            except REDIS_ERRORS as exc:
+                log.warning("worker %s: Redis failed again as job %s ended (%s)", self.name, job.id, exc)
 
     def _runs_here(self, job: RQJob, execution: Any) -> bool:
         """Whether Redis still has this run of the job under way in this worker, its end not recorded:

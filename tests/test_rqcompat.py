@@ -23,12 +23,12 @@ def drain(conn: Any) -> None:
         pass
 
 
-def refuse_the_failure_once(monkeypatch: Any, worker: Any) -> list[bool]:
-    """Have Redis refuse the pipeline that records the worker's next failure, once (as a Redis going
-    away at that moment): RQ adds the failed-job count to that pipeline. True is added to the list
-    returned when it has been refused."""
+def refuse_the_failure_once(monkeypatch: Any, worker: Any, counter: str = "increment_failed_job_count") -> list[bool]:
+    """Have Redis refuse the pipeline that records the worker's next failure (or, with the success
+    `counter`, its next finish) once, as a Redis going away at that moment: RQ adds the count to that
+    pipeline. True is added to the list returned when it has been refused."""
     refused: list[bool] = []
-    count = worker.increment_failed_job_count
+    count = getattr(worker, counter)
 
     def refuse_once(pipeline: Any = None) -> None:
         if pipeline is not None and not refused:
@@ -41,7 +41,7 @@ def refuse_the_failure_once(monkeypatch: Any, worker: Any) -> list[bool]:
             pipeline.execute = execute
         count(pipeline)
 
-    monkeypatch.setattr(worker, "increment_failed_job_count", refuse_once)
+    monkeypatch.setattr(worker, counter, refuse_once)
     return refused
 
 
@@ -239,3 +239,38 @@ def test_a_failure_with_a_delayed_retry_redis_refused_is_retried_once_redis_answ
     assert row.status == JobStatus.SCHEDULED, (row.status, row.error)
     [first] = row.attempt_set.all()
     assert first.outcome == AttemptOutcome.FAILED
+
+
+@pytest.mark.skipif(
+    rqcompat.RQ3, reason="RQ 2's steps: on RQ 3 a refused end is recorded as one whose outcome is unknown"
+)
+def test_redis_failing_again_as_a_refused_finish_is_checked_does_not_turn_it_into_a_failure(monkeypatch):
+    """A finish Redis refused is recorded again once Redis answers, after a look at whether Redis has it
+    after all (`_runs_here`): Redis failing again at that look raised out of the job's end, and RQ
+    recorded the finished job as failed (and ran it again)."""
+    conn = queues.new_redis()
+    job = services.job_enqueue(type="example", params={"duration": 0})
+    worker = SimpleWorker([queues.get_queue(name) for name in queues.QUEUE_NAMES], connection=conn)
+    taken = worker.dequeue_job_and_maintain_ttl(None)
+    assert taken is not None
+    rq_job, queue = taken
+    refused = refuse_the_failure_once(monkeypatch, worker, "increment_successful_job_count")
+    looks: list[bool] = []
+    runs_here = worker._runs_here
+
+    def failing_once(*args: Any) -> bool:
+        if not looks:
+            looks.append(True)
+            raise redis.ConnectionError("Redis failed again")
+        return runs_here(*args)
+
+    monkeypatch.setattr(worker, "_runs_here", failing_once)
+    worker.execute_job(rq_job, queue)
+
+    assert refused
+    assert looks
+    assert rqstore.status(job.rq_id) == "finished"
+    drain(conn)
+    row = Job.objects.get(pk=job.pk)
+    assert row.status == JobStatus.FINISHED, (row.status, row.error)
+    assert [attempt.outcome for attempt in row.attempt_set.all()] == [AttemptOutcome.FINISHED]
