@@ -36,6 +36,7 @@ from redis import Redis
 from jobs import events, logs, sql
 from jobs.events import Event
 from jobs.models import Job, JobAttempt
+from jobs.signals import stop_on_signal
 from jobs.statuses import AttemptOutcome, JobStatus
 
 log = logging.getLogger(__name__)
@@ -675,7 +676,7 @@ class MirrorProcess:
 
             conn = queues.new_redis(**self.redis_kwargs)
             mirror = MirrorThread(conn, consumer=self.consumer, alive_key=self.alive_key, parent_pid=parent)
-            signal.signal(signal.SIGTERM, lambda signum, frame: mirror._stop_requested.set())
+            signal.signal(signal.SIGTERM, stop_on_signal(mirror._stop_requested))
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the worker, which stops us
             with contextlib.suppress(ImportError):
                 from setproctitle import setproctitle

@@ -4,6 +4,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from jobs.scheduler import Scheduler
+from jobs.signals import stop_on_signal
 
 
 class Command(BaseCommand):
@@ -24,9 +25,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         scheduler = Scheduler(tick=options["tick"], reconcile_every=options["reconcile_every"])
 
-        def stop(signum: int, frame: Any) -> None:
-            scheduler.stop_requested.set()
-
+        stop = stop_on_signal(scheduler.stop_requested)
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         scheduler.run()
