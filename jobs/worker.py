@@ -413,7 +413,10 @@ class MirrorWorkerMixin:
             self._wait_for_redis(even_if_stopping=True)
             try:
                 if not self._start_sent:
-                    self._put_back_unstarted(job, queue)
+                    if not self._put_back_unstarted(job, queue):
+                        # Its start reached Redis after all (only the answer was lost): the job is
+                        # started there, under this worker. Its end is recorded as unknown.
+                        self._settle(job, queue)
                 else:
                     if getattr(self, "_horse_pid", 0):
                         self.monitor_work_horse(job, queue, **rqcompat.execution_kwargs(self._execution_in_hand))  # type: ignore[attr-defined]
@@ -460,16 +463,19 @@ class MirrorWorkerMixin:
                 wait = min(wait * 2, 5.0)
         return False
 
-    def _put_back_unstarted(self, job: RQJob, queue: rq.Queue) -> None:
+    def _put_back_unstarted(self, job: RQJob, queue: rq.Queue) -> bool:
         """After Redis came back: a job whose start did not reach Redis (or whose answer alone was lost)
         never ran; it goes back to the front of its queue with the execution that start may have
         entered. The reconciler puts back a job taken by a worker that died; this worker lives on, and
-        the job would have waited on no queue until it died."""
-        if rqstore.put_back(queue.name, job.id, rqstore.executions_of(queue, [job.id], self.connection)):
+        the job would have waited on no queue until it died. False when it was not put back (not
+        queued: the batched start, which writes the job started, reached Redis after all)."""
+        put = rqstore.put_back(queue.name, job.id, rqstore.executions_of(queue, [job.id], self.connection))
+        if put:
             log.warning("job %s: its start did not reach Redis; put back on %s", job.id, queue.name)
-        self._start_sent = True  # nothing of it is in hand any more
         if rqcompat.RQ3:
             self.executions.clear()  # type: ignore[attr-defined]
+        self._start_sent = True  # nothing of it is in hand any more
+        return put
 
     def _settle(self, job: RQJob, queue: rq.Queue) -> None:
         """After Redis came back: record the job's end if nobody could (a job Redis forgot in a
